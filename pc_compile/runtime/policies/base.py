@@ -1,0 +1,55 @@
+"""The interface every caching policy implements, and the policy that caches nothing.
+
+A policy answers, once per step of a stream: reuse the cache, or compute (and which blocks)?
+It keeps whatever it needs in ``StreamState.cache``. The engine (``cached_graph.py``) calls:
+
+``plan_step``       before the step: a ``StepPlan``;
+``reuse_output``    when the plan reuses: the step's output, built from the cache;
+``after_full_step`` after a computed step, with the output and (if asked) the blocks' state
+                    inputs and outputs, to refresh the cache;
+``finish_step``     always, last.
+
+``probe_cost`` is the cost of one probe evaluation in block-equivalents, for
+``compute_fraction``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class StepPlan:
+    reuse: bool = False
+    compute_blocks: list[bool] | None = None  # None: compute every block
+    residuals: list[tuple[torch.Tensor, ...] | None] | None = None  # per bypassed block
+    record_blocks: bool = False  # hand the blocks' inputs/outputs to after_full_step
+
+
+@dataclass
+class BlockRecord:
+    """Per block, in order: the state inputs and outputs of a computed step."""
+
+    inputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+    outputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+
+
+class Policy:
+    """Computes every step and every block: the ``off`` preset."""
+
+    name = "off"
+    probe_cost = 0.0
+
+    def plan_step(self, state, inputs, graph) -> StepPlan:
+        return StepPlan()
+
+    def reuse_output(self, state, inputs, graph):
+        raise RuntimeError(f"policy {self.name!r} never reuses a step")
+
+    def after_full_step(self, state, inputs, output, record, graph) -> None:
+        pass
+
+    def finish_step(self, state, plan: StepPlan) -> None:
+        pass

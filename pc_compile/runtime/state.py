@@ -1,0 +1,136 @@
+"""Cache state that lives across calls: one ``StreamState`` per guidance stream.
+
+A diffusion pipeline calls the denoiser once per step and guidance branch. WanPipeline, for
+example, calls it twice per step (cond, then uncond) with the same latent and timestep: the two
+calls must never see each other's cache. Streams are told apart by a key the caller cannot get
+wrong by accident:
+
+* an explicit name, when an integration sets one with ``named_stream("cond")``;
+* otherwise the identity of the conditioning tensor (``encoder_hidden_states``: the pipeline
+  builds it once per generation and passes the same tensor at every step), together with the
+  shapes and dtypes of all inputs, so that a new shape never meets a cache made for another.
+
+A stream starts a new generation when its timestep stops decreasing; ``reset()`` forces one.
+What a stream caches is owned by the policies (``StreamState.cache``); this file owns identity,
+generations and counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+_stream_name: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "pc_compile_stream_name", default=None
+)
+
+
+@contextlib.contextmanager
+def named_stream(name: str):
+    """Calls made inside this context belong to the stream ``name`` (for integrations)."""
+    token = _stream_name.set(name)
+    try:
+        yield
+    finally:
+        _stream_name.reset(token)
+
+
+@dataclass
+class StreamCounters:
+    """What happened in one stream since the last ``reset()``; every field is a plain number."""
+
+    steps: int = 0
+    full_steps: int = 0
+    skipped_steps: int = 0
+    probe_evals: int = 0
+    block_evals: int = 0
+    block_bypasses: int = 0
+    generations: int = 0
+    nonfinite_probes: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StreamState:
+    """One guidance stream: its counters, its position in the generation and its cache."""
+
+    name: str
+    counters: StreamCounters = field(default_factory=StreamCounters)
+    last_timestep: float | None = None
+    step_in_generation: int = 0
+    cache: dict = field(default_factory=dict)
+    trace: list = field(default_factory=list)
+
+    def start_generation(self) -> None:
+        self.cache.clear()
+        self.trace.clear()
+        self.step_in_generation = 0
+        self.last_timestep = None
+        self.counters.generations += 1
+
+
+def tensor_identity(t: torch.Tensor) -> tuple:
+    """A key that is stable while the same tensor is passed again."""
+    return (t.device.type, t.device.index, t.data_ptr(), tuple(t.shape), t.dtype)
+
+
+class StreamTable:
+    """The streams of one compiled graph, least recently used evicted past ``max_streams``.
+
+    Evicting a stream drops its cached tensors but keeps its counters, so stats stay whole.
+    """
+
+    def __init__(self, max_streams: int):
+        self.max_streams = max_streams
+        self._live: OrderedDict[tuple, StreamState] = OrderedDict()
+        self._retired: list[StreamState] = []
+        self._names = 0
+
+    def lookup(self, identity: tuple, signature: tuple) -> StreamState:
+        """The stream for a call: by explicit name if one is set, else by ``identity``; a
+        different input ``signature`` (shapes, dtypes) is always a different stream."""
+        explicit = _stream_name.get()
+        key = (("named", explicit) if explicit is not None else identity, signature)
+        state = self._live.get(key)
+        if state is None:
+            name = explicit if explicit is not None else f"stream{self._names}"
+            self._names += 1
+            state = StreamState(name=name)
+            state.counters.generations = 0
+            self._live[key] = state
+            while len(self._live) > self.max_streams:
+                _, old = self._live.popitem(last=False)
+                old.cache.clear()
+                self._retired.append(old)
+        else:
+            self._live.move_to_end(key)
+        return state
+
+    def enter_step(self, state: StreamState, timestep: float | None) -> None:
+        """Advance ``state`` to a new step, starting a generation if the timestep rose."""
+        first = state.counters.generations == 0
+        rose = (
+            timestep is not None
+            and state.last_timestep is not None
+            and timestep >= state.last_timestep
+        )
+        if first or rose:
+            state.start_generation()
+        else:
+            state.step_in_generation += 1
+        state.last_timestep = timestep
+        state.counters.steps += 1
+
+    def all_streams(self) -> list[StreamState]:
+        return self._retired + list(self._live.values())
+
+    def reset(self) -> None:
+        self._live.clear()
+        self._retired.clear()
+        self._names = 0

@@ -1,0 +1,68 @@
+"""``stats`` and ``reset``: what a compiled model computed and reused, and starting afresh.
+
+``stats(compiled)`` sums the counters of every graph Dynamo compiled for the model and lists
+each guidance stream. ``compute_fraction`` is block evaluations (probe cost included, in
+block-equivalents) over steps x blocks: 1.0 for plain computation, lower when caching.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pc_compile.runtime import registry
+
+COUNTERS = ("steps", "full_steps", "skipped_steps", "probe_evals", "block_evals", "block_bypasses")
+
+
+def _owner(compiled):
+    if isinstance(compiled, torch.nn.Module):
+        return getattr(compiled, "_orig_mod", compiled)
+    original = getattr(compiled, "_torchdynamo_orig_callable", compiled)
+    if isinstance(original, torch.nn.Module):
+        return original
+    return getattr(original, "__code__", None)
+
+
+def _graphs(compiled):
+    graphs = registry.graphs_of(_owner(compiled))
+    if not graphs:
+        raise ValueError(
+            "this model has no graph compiled by the precisecache backend yet: compile it with "
+            "torch.compile(model, backend='precisecache') and call it at least once"
+        )
+    return graphs
+
+
+def stats(compiled, detail: bool = False) -> dict:
+    """Counters of ``compiled`` since it was compiled or last ``reset``: a JSON-ready dict."""
+    totals = {name: 0 for name in COUNTERS}
+    block_work = 0.0
+    block_slots = 0
+    streams = {}
+    for number, graph in enumerate(_graphs(compiled)):
+        blocks = graph.spec.num_blocks
+        for state in graph.streams.all_streams():
+            c = state.counters.as_dict()
+            for name in COUNTERS:
+                totals[name] += c[name]
+            work = c["block_evals"] + c["probe_evals"] * graph.policy.probe_cost
+            slots = c["steps"] * blocks
+            block_work += work
+            block_slots += slots
+            entry = dict(c, blocks=blocks, compute_fraction=work / slots if slots else 1.0)
+            if detail:
+                entry["trace"] = list(state.trace)
+            key = state.name if number == 0 else f"graph{number}/{state.name}"
+            streams[key] = entry
+    return dict(
+        totals,
+        streams=len(streams),
+        compute_fraction=block_work / block_slots if block_slots else 1.0,
+        per_stream=streams,
+    )
+
+
+def reset(compiled) -> None:
+    """Start a new generation: drop every cache and counter of ``compiled``."""
+    for graph in _graphs(compiled):
+        graph.reset()
