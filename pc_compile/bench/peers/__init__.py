@@ -1,0 +1,1 @@
+"""Peer caching methods written for the benchmark (TeaCache-style rule, uniform skipping)."""
