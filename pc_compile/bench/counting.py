@@ -15,7 +15,9 @@ parts all ran counts 1, a block skipped by a step- or block-cache counts 0, and 
 attention was reused (Pyramid Attention Broadcast) counts the share of its other parts.
 
 ``compute_fraction = block-equivalents / (calls x blocks)``, over the transformer calls of a
-generation (one call per step and guidance branch).
+generation (one call per step and guidance branch). A call on a batch holding both guidance
+branches (FasterCache's layout) counts each part by the share of the batch rows it processed, so a
+step where only the conditional half ran counts half.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class BlockCounter:
         self.num_blocks = len(blocks)
         self.calls: list[list[float]] = []  # per call, per block executed share
         self._current: list[float] | None = None
+        self._rows = 1
         self._handles = []
         for j, block in enumerate(blocks):
             for name, part in _parts(block).items():
@@ -103,11 +106,15 @@ class BlockCounter:
     def _hook(self, j: int, name: str):
         def hook(mod, args):
             if self._current is not None:
-                self._current[j] += self.weights[j][name]
+                rows = args[0].shape[0] if args and isinstance(args[0], torch.Tensor) else 0
+                share = min(1.0, rows / self._rows) if rows else 1.0
+                self._current[j] += self.weights[j][name] * share
 
         return hook
 
-    def begin_call(self) -> None:
+    def begin_call(self, rows: int = 1) -> None:
+        """Start counting a call whose full batch has ``rows`` rows."""
+        self._rows = rows
         self._current = [0.0] * self.num_blocks
 
     def end_call(self) -> list[float]:

@@ -15,8 +15,8 @@ hooks on it or compile it) and returns a ``MethodRun``:
 - ``fn``: the transformer callable used by ``sampling.sample`` (see ``sampling.TransformerFn``),
 - ``stats()``: a dict; if it holds ``compute_fraction`` (set ``self_counted=True`` on the method)
   the runner takes that number, otherwise the runner counts executed blocks itself with
-  ``counting.BlockCounter``; an optional ``trace`` (per call: step, branch, metric, threshold,
-  skip) feeds the schedule plot,
+  ``counting.BlockCounter``; an optional ``trace``, a list of per-call dicts with ``branch``,
+  ``step``, ``metric``, ``threshold`` and ``skip``, feeds the schedule plot,
 - ``reset()``: called before every generation; each generation starts from fresh cache state.
 
 ``env`` gives ``info`` (the model's info dict), ``scheduler``, ``steps`` and
@@ -63,6 +63,7 @@ class Method:
     full_sweep: list | None = None
     mode: str = "eager"  # "eager" or "compiled"
     self_counted: bool = False  # stats() gives compute_fraction
+    batched_cfg: bool = False  # one call per step on the [uncond, cond] batch
     setting_name: str = "threshold"
     notes: str = ""
     supports: Callable[[dict], bool] = lambda info: True
@@ -231,6 +232,19 @@ def _seacache(model, threshold, env):
     return _hooked(model, SeaCacheConfig(threshold=threshold, **kwargs))
 
 
+def _fastercache(model, skip_range, env):
+    from diffusers.hooks import FasterCacheConfig
+
+    box = [1000.0]
+    cfg = FasterCacheConfig(
+        spatial_attention_block_skip_range=skip_range,
+        current_timestep_callback=lambda: box[0],
+        tensor_format=env.info["layout"],
+        is_guidance_distilled=False,
+    )
+    return _hooked(model, cfg, timestep_box=box)
+
+
 def _cog_raw_vision(module, args, kwargs):
     hs = kwargs.get("hidden_states", args[0] if args else None)
     if not isinstance(hs, torch.Tensor) or hs.ndim != 5:
@@ -282,5 +296,9 @@ register(Method("taylorseer", _taylorseer, sweep=[2, 3, 5], full_sweep=[2, 3, 4,
 register(Method("pab", _pab, sweep=[2, 4], full_sweep=[2, 3, 4, 6],
                 setting_name="spatial skip range",
                 notes="diffusers PyramidAttentionBroadcastConfig, timesteps (100, 800)"))
+register(Method("fastercache", _fastercache, sweep=[2, 4], full_sweep=[2, 3, 4, 6],
+                setting_name="spatial skip range", batched_cfg=True,
+                notes="diffusers FasterCacheConfig (defaults otherwise); needs batched guidance, "
+                "so it runs with one [uncond, cond] call per step"))
 register(Method("seacache", _seacache, sweep=[0.1, 0.25, 0.5], full_sweep=[0.05, 0.1, 0.25,
                 0.5, 1.0, 2.0], notes="diffusers SeaCacheConfig"))

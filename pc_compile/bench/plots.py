@@ -55,7 +55,7 @@ def schedule(schedules: list[dict], model: str, path: Path, first: str | None = 
     recs = [s for s in recs if (s["scheduler"], s["steps"]) == key0]
     methods = sorted({s["method"] for s in recs}, key=lambda m: (m != first, m))
     chosen = [_closest([s for s in recs if s["method"] == m], target) for m in methods]
-    has_trace = [c for c in chosen if any(t.get("rel_l1") is not None for t in c["trace"])]
+    has_trace = [c for c in chosen if any(t.get("metric") is not None for t in c["trace"])]
     n = len(chosen) + len(has_trace)
     fig, axes = plt.subplots(n, 1, figsize=(9, 1.35 * n + 0.6), squeeze=False)
     axes = list(axes.flat)
@@ -75,12 +75,12 @@ def schedule(schedules: list[dict], model: str, path: Path, first: str | None = 
                      "(rows: blocks; dark = ran)", fontsize=8)
     for ax, c in zip(axes[len(chosen):], has_trace):
         tr = [t for t in c["trace"] if t["branch"] == "cond"]
-        ax.plot([t["step"] for t in tr], [t["acc"] for t in tr], marker=".", label="accumulated")
-        ax.axhline(c["trace"][0]["threshold"], color="r", ls="--", label="threshold")
+        ax.plot([t["step"] for t in tr], [t["metric"] for t in tr], marker=".", label="metric")
+        ax.plot([t["step"] for t in tr], [t["threshold"] for t in tr], "r--", label="threshold")
         sk = [t["step"] for t in tr if t["skip"]]
         ax.plot(sk, [0] * len(sk), "kx", ms=4, label="skipped")
         ax.set_xlim(-0.5, c["steps"] - 0.5)
-        ax.set_title(f"{c['method']} {c['setting']} (cond): accumulated metric", fontsize=8)
+        ax.set_title(f"{c['method']} {c['setting']} (cond): decision metric", fontsize=8)
         ax.legend(fontsize=6, loc="upper right")
         ax.tick_params(labelsize=7)
     axes[-1].set_xlabel("step")

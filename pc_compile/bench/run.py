@@ -158,7 +158,8 @@ def run(args) -> dict:
                     for setting in settings(mname):
                         row, sched_rec = run_setting(meth, setting, env, model, blocks, weights,
                                                      prompts, refs, args.guidance, bar)
-                        rows.append(dict(base, **row, ref_wall_s=ref_wall))
+                        rows.append(dict(base, **row, ref_wall_s=ref_wall,
+                                         cfg_calls="batched" if meth.batched_cfg else "separate"))
                         schedules.append(dict(base, method=mname, setting=setting,
                                               compute_fraction=row["compute_fraction"],
                                               **sched_rec))
@@ -205,14 +206,15 @@ def run_setting(meth, setting, env, model, blocks, weights, prompts, refs, guida
             counter.reset()
 
             def fn(hs, t, ehs, ctx, _f=mrun.fn):
-                counter.begin_call()
+                counter.begin_call(rows=hs.shape[0])
                 out = _f(hs, t, ehs, ctx)
                 calls.append((ctx.name, ctx.step_index, counter.end_call()))
                 return out
         else:
             fn = mrun.fn
         t0 = time.perf_counter()
-        x = sampling.sample(fn, env.info, label, seed, env.scheduler, env.steps, guidance)
+        x = sampling.sample(fn, env.info, label, seed, env.scheduler, env.steps, guidance,
+                            batched_cfg=meth.batched_cfg)
         wall = time.perf_counter() - t0
         stats = mrun.stats()
         if counter is not None:

@@ -86,8 +86,13 @@ def sample(
     steps: int = 30,
     guidance: float = 5.0,
     dtype: torch.dtype = torch.float32,
+    batched_cfg: bool = False,
 ) -> torch.Tensor:
-    """Generate one video for class ``label``; returns the final latent ``(1, C, F, H, W)``."""
+    """Generate one video for class ``label``; returns the final latent ``(1, C, F, H, W)``.
+
+    ``batched_cfg=True`` makes one call per step on the batch ``[uncond, cond]`` (branch name
+    ``"batched"``) instead of two calls; only for methods that assume batched guidance.
+    """
     sched = make_scheduler(scheduler)
     sched.set_timesteps(steps)
     layout = info["layout"]
@@ -97,8 +102,17 @@ def sample(
     for i, t in enumerate(sched.timesteps):
         timestep = t.expand(latents.shape[0]).to(torch.float32)
         sigma = float(sched.sigmas[i])
-        pc = fn(latents, timestep, cond, CallContext("cond", i, steps, sigma))
-        pu = fn(latents, timestep, uncond, CallContext("uncond", i, steps, sigma))
+        if batched_cfg:
+            both = fn(
+                torch.cat([latents, latents]),
+                timestep.repeat(2),
+                torch.cat([uncond, cond]),
+                CallContext("batched", i, steps, sigma),
+            )
+            pu, pc = both.chunk(2)
+        else:
+            pc = fn(latents, timestep, cond, CallContext("cond", i, steps, sigma))
+            pu = fn(latents, timestep, uncond, CallContext("uncond", i, steps, sigma))
         pred = pu + guidance * (pc - pu)
         latents = sched.step(pred, t, latents, return_dict=False)[0]
     return models.from_layout(latents.float(), layout)

@@ -109,7 +109,7 @@ def _make_hooks(arch: str, state: TeaCacheState):
                 skip = br.acc < state.threshold
             state.trace.append(
                 {"branch": state.branch, "step": state.step, "rel_l1": r,
-                 "acc": br.acc, "threshold": state.threshold, "skip": skip}
+                 "metric": br.acc, "threshold": state.threshold, "skip": skip}
             )
             if not skip:
                 br.acc = 0.0
