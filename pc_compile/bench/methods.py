@@ -277,28 +277,28 @@ def _uniform(model, fraction, env):
                      reset=u.reset)
 
 
-register(Method("uniform", _uniform, sweep=[0.75, 0.5, 0.37, 0.25],
+register(Method("uniform", _uniform, sweep=[0.75, 0.5, 0.37],
                 full_sweep=[0.9, 0.75, 0.6, 0.5, 0.43, 0.37, 0.3, 0.25, 0.2],
                 setting_name="full-step fraction",
                 notes="evenly spaced full steps, last output reused (bench peer)"))
-register(Method("teacache-style", _teacache, sweep=[0.05, 0.1, 0.2, 0.4],
-                full_sweep=[0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6],
+register(Method("teacache-style", _teacache, sweep=[0.02, 0.04, 0.08],
+                full_sweep=[0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2],
                 notes="rel-L1 of modulated first-block input, fitted polynomial (bench peer)"))
-register(Method("first-block-cache", _first_block_cache, sweep=[0.05, 0.1, 0.2, 0.4],
-                full_sweep=[0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6],
+register(Method("first-block-cache", _first_block_cache, sweep=[0.05, 0.1, 0.2],
+                full_sweep=[0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4],
                 notes="diffusers FirstBlockCacheConfig"))
-register(Method("magcache", _magcache, sweep=[0.02, 0.06, 0.12, 0.24],
+register(Method("magcache", _magcache, sweep=[0.02, 0.06, 0.24],
                 full_sweep=[0.01, 0.02, 0.04, 0.06, 0.09, 0.12, 0.18, 0.24, 0.4],
                 notes="diffusers MagCacheConfig, ratios from its calibration mode"))
-register(Method("taylorseer", _taylorseer, sweep=[2, 3, 5], full_sweep=[2, 3, 4, 5, 6, 8],
+register(Method("taylorseer", _taylorseer, sweep=[2, 3], full_sweep=[2, 3, 4, 5, 6, 8],
                 setting_name="cache_interval",
                 notes="diffusers TaylorSeerCacheConfig on whole blocks, order 1, fp32 factors"))
-register(Method("pab", _pab, sweep=[2, 4], full_sweep=[2, 3, 4, 6],
+register(Method("pab", _pab, sweep=[2], full_sweep=[2, 3, 4, 6],
                 setting_name="spatial skip range",
                 notes="diffusers PyramidAttentionBroadcastConfig, timesteps (100, 800)"))
-register(Method("fastercache", _fastercache, sweep=[2, 4], full_sweep=[2, 3, 4, 6],
+register(Method("fastercache", _fastercache, sweep=[2], full_sweep=[2, 3, 4, 6],
                 setting_name="spatial skip range", batched_cfg=True,
                 notes="diffusers FasterCacheConfig (defaults otherwise); needs batched guidance, "
                 "so it runs with one [uncond, cond] call per step"))
-register(Method("seacache", _seacache, sweep=[0.1, 0.25, 0.5], full_sweep=[0.05, 0.1, 0.25,
-                0.5, 1.0, 2.0], notes="diffusers SeaCacheConfig"))
+register(Method("seacache", _seacache, sweep=[0.1, 0.25, 0.5],
+                full_sweep=[0.05, 0.1, 0.25, 0.5, 1.0, 2.0], notes="diffusers SeaCacheConfig"))

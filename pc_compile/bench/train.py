@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preview-every", type=int, default=0, help="save preview PNGs (0: only end)")
     p.add_argument("--preview-dir", default=None, help="where previews go (default: --out)")
     p.add_argument("--out", default=None, help="output dir (default models/<model>)")
+    p.add_argument("--init-from", default=None,
+                   help="continue from the weights in this model dir (its record is kept)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -143,8 +145,18 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out) if args.out else models.MODELS_DIR / args.model
 
     model = models.build(args.model).train()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
     table, null = models.make_class_table(seed=args.seed)
+    previous = None
+    if args.init_from:
+        from safetensors.torch import load_file
+
+        src = Path(args.init_from)
+        state = load_file(str(src / "diffusion_pytorch_model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        cond = load_file(str(src / "conditioning.safetensors"))
+        table, null = cond["class_embeddings"], cond["null_embedding"]
+        previous = json.loads((src / "reference.json").read_text())["training"]
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed + 1)
     n_params = sum(p.numel() for p in model.parameters())
@@ -204,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{torch.__version__}",
         "saved_weights": "EMA",
     }
+    if previous is not None:
+        record["init_from"] = str(args.init_from)
+        record["previous"] = previous
     save_model(ema, table, null, out, record, args.model)
     (out / "loss.json").write_text(json.dumps([round(x, 5) for x in losses]) + "\n")
     _preview(ema, table, null, layout, frames, size, out / "sample.png")

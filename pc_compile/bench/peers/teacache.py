@@ -12,8 +12,11 @@ The first and the last step always compute.
 The hooks are registered through diffusers' public hook registry (``diffusers.hooks.HookRegistry``,
 ``ModelHook``) on the model's blocks; the rule itself is written here.
 
-``calibrate(...)`` runs full generations with the hooks in recording mode and fits ``p``
-(least squares, degree 2 by default) on the pairs ``(r_t, output change)``.
+``methods.calibrate_teacache`` runs full generations with the hooks in recording mode and
+``fit`` fits ``p`` (least squares, degree 2) on the pairs ``(r_t, output change)``. The last
+step's pair is left out of the fit: that step always computes, and its output change (towards
+sigma 0) is an outlier an order of magnitude above the others that would dominate the fit. A
+negative ``p(r)`` is counted as 0.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def _make_hooks(arch: str, state: TeaCacheState):
             if state.calibrating:
                 state.pairs_pending = r
             elif not (first or last or br.res_h is None):
-                br.acc += float(np.polyval(state.coeffs, r))
+                br.acc += max(0.0, float(np.polyval(state.coeffs, r)))
                 skip = br.acc < state.threshold
             state.trace.append(
                 {"branch": state.branch, "step": state.step, "rel_l1": r,
@@ -186,7 +189,8 @@ class TeaCache:
         )[0]
         if st.calibrating:
             br = st.current()
-            if br.prev_out is not None and st.pairs_pending is not None:
+            last = st.step >= st.num_steps - 1
+            if br.prev_out is not None and st.pairs_pending is not None and not last:
                 st.pairs.append((st.pairs_pending, rel_l1(out, br.prev_out)))
             br.prev_out = out
         return out

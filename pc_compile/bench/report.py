@@ -1,0 +1,87 @@
+"""Markdown tables from a benchmark result.
+
+    python -m pc_compile.bench.report bench_out/results.json
+
+Prints, per model x scheduler x steps, every row (method, setting, compute fraction, PSNR, SSIM,
+wall time per generation, eager/compiled, how compute was counted), then a summary: for each
+target compute fraction (default 50% and 37%) the method with the best PSNR among the rows whose
+compute fraction is at most the target plus a tolerance (0.03).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+
+def _fmt(x, nd=2):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def tables(res: dict) -> str:
+    rows = res["rows"]
+    cap = res["meta"].get("psnr_cap", 100.0)
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["scheduler"], r["steps"])].append(r)
+    out = []
+    for (model, sched, steps), rs in groups.items():
+        out.append(f"\n#### {model}, {sched}, {steps} steps\n")
+        out.append("| method | setting | compute | PSNR (dB) | SSIM | s / video | mode "
+                   "| counted by |")
+        out.append("|---|---|---:|---:|---:|---:|---|---|")
+        for r in sorted(rs, key=lambda r: (r["method"] != "none", r["method"],
+                                           -r["compute_fraction"])):
+            setting = "" if r["setting"] is None else f"{r['setting_name']} {r['setting']}"
+            psnr = "inf" if r["psnr"] >= cap else _fmt(r["psnr"])
+            mode = r["mode"] + (" (batched CFG)" if r.get("cfg_calls") == "batched" else "")
+            out.append(f"| {r['method']} | {setting} | {r['compute_fraction']:.3f} | {psnr} | "
+                       f"{r['ssim']:.4f} | {r['wall_s']:.2f} | {mode} | {r['counted_by']} |")
+    return "\n".join(out)
+
+
+def best_at(res: dict, targets=(0.5, 0.37), tol: float = 0.03) -> list[dict]:
+    groups = defaultdict(list)
+    for r in res["rows"]:
+        if r["method"] != "none":
+            groups[(r["model"], r["scheduler"], r["steps"])].append(r)
+    found = []
+    for key, rs in groups.items():
+        for t in targets:
+            cand = [r for r in rs if r["compute_fraction"] <= t + tol]
+            if cand:
+                b = max(cand, key=lambda r: r["psnr"])
+                found.append({"model": key[0], "scheduler": key[1], "steps": key[2], "target": t,
+                              "method": b["method"], "setting": b["setting"],
+                              "compute_fraction": b["compute_fraction"], "psnr": b["psnr"],
+                              "ssim": b["ssim"]})
+    return found
+
+
+def summary(res: dict, targets=(0.5, 0.37), tol: float = 0.03) -> str:
+    out = ["| model | scheduler | steps | target compute | best method (setting) | compute | "
+           "PSNR (dB) | SSIM |", "|---|---|---:|---:|---|---:|---:|---:|"]
+    for b in best_at(res, targets, tol):
+        out.append(f"| {b['model']} | {b['scheduler']} | {b['steps']} | <= {b['target'] + tol:.2f}"
+                   f" | {b['method']} ({b['setting']}) | {b['compute_fraction']:.3f} | "
+                   f"{b['psnr']:.2f} | {b['ssim']:.4f} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("results", nargs="?", default="bench_out/results.json")
+    args = p.parse_args(argv)
+    with open(args.results) as f:
+        res = json.load(f)
+    print(summary(res))
+    print(tables(res))
+
+
+if __name__ == "__main__":
+    main()
