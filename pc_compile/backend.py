@@ -9,16 +9,18 @@ plain Inductor with one warning naming the reason (``on_unsupported="error"`` ra
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import torch
 
-from pc_compile.config import PreciseCacheConfig, config_from_options
-from pc_compile.inputs import compiled_owner, find_roles, input_names
+from pc_compile.config import PRESETS, PreciseCacheConfig, config_from_options
+from pc_compile.inputs import compiled_owner, find_roles, input_names, weights_input
 from pc_compile.passes import run_passes
 from pc_compile.passes.partition_blocks import UnsupportedGraph
+from pc_compile.probe_inputs import ProbeUnsupported, build_probe, compiled_call
 from pc_compile.runtime import registry
-from pc_compile.runtime.cached_graph import CachedGraph
+from pc_compile.runtime.cached_graph import CachedGraph, chain_pairs
 from pc_compile.runtime.executor import Executor, PieceCompiler
 from pc_compile.runtime.policies import make_policy
 
@@ -55,8 +57,10 @@ def backend(config: PreciseCacheConfig | None = None, **options):
     return precisecache_backend
 
 
-def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None):
+def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
+                     register: bool = True):
     owner = compiled_owner()
+    call = compiled_call() if config.step_rule == "lfcache" else None
     try:
         split, spec = run_passes(gm, config)
     except UnsupportedGraph as reason:
@@ -70,15 +74,33 @@ def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None):
         from torch._dynamo.backends.registry import lookup_backend
 
         return lookup_backend("inductor")(gm, example_inputs)
-    roles = find_roles(input_names(gm, owner))
+    names = input_names(gm, owner)
+    roles = find_roles(names, weights_input(gm, example_inputs))
     pieces = [getattr(split, piece.name) for piece in spec.pieces]
     compiler = PieceCompiler(config.piece_compiler, None if mode == "default" else mode)
+    pairs = chain_pairs(spec)
+    policy = make_policy(config, spec, pairs)
     graph = CachedGraph(
         spec=spec,
         executor=Executor(spec, pieces, compiler),
         roles=roles,
-        policy=make_policy(config, spec),
+        policy=policy,
         max_streams=config.max_streams,
     )
-    registry.register(owner, graph)
+    if config.step_rule == "lfcache":
+        if call is None or roles.hidden is None:
+            raise ProbeUnsupported(
+                "step_rule='lfcache' runs a low-resolution probe of the model, which needs the "
+                "nn.Module's forward and its latent argument; compile the module itself"
+            )
+        module, arguments = call
+        probe_config = dataclasses.replace(PRESETS["off"], piece_compiler=config.piece_compiler)
+
+        def probe_backend(probe_gm, probe_inputs, options=None, mode=None):
+            return compile_denoiser(probe_gm, probe_inputs, probe_config, mode, register=False)
+
+        graph.probe = build_probe(module, arguments, names, roles.hidden, config, probe_backend)
+        policy.probe_cost = spec.num_blocks * graph.probe.token_ratio
+    if register:
+        registry.register(owner, graph)
     return graph

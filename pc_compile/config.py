@@ -1,7 +1,7 @@
 """Configuration: one frozen dataclass of documented fields, and the presets.
 
 ``torch.compile(model, backend="precisecache", options={...})`` takes any field name below, plus
-``preset`` (the starting point, default ``"off"``). An unknown name or a value out of range is
+``preset`` (the starting point, default ``"turbo"``). An unknown name or a value out of range is
 an error that lists what is valid: a misspelled option must never be ignored silently.
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-STEP_RULES = ("none",)
-BLOCK_RULES = ("none",)
+STEP_RULES = ("none", "lfcache")
+BLOCK_RULES = ("none", "blockcache")
+ACCUMULATE = ("lfd_step", "lfd")
+STEP_REUSE = ("output", "residual")
 PIECE_COMPILERS = ("inductor", "eager")
 ON_UNSUPPORTED = ("warn", "error")
 
@@ -21,9 +23,28 @@ class PreciseCacheConfig:
     """What the backend does with each step of a denoiser.
 
     Attributes:
-        step_rule: how a step decides to reuse the cache. ``"none"`` computes every step.
+        step_rule: how a step decides to reuse the cache. ``"none"`` computes every step;
+            ``"lfcache"`` is PreciseCache's step guard (probe + accumulated LFD).
+        alpha: LFCache's relative threshold: reuse while the accumulated measure stays under
+            ``alpha x`` the largest single-step measure of the generation (paper: 0.5 base,
+            0.7 turbo). Larger reuses more.
+        accumulate: what LFCache accumulates: ``"lfd_step"`` (default), the probe's LFD times
+            the step size, which follows the error a reused output makes in the sampler;
+            ``"lfd"``, the paper's plain sum of LFDs. See BENCHMARKS.md for the measurements.
+        warmup_steps: the first steps of a generation always compute.
+        probe_downsample: (time, height, width) factors of the probe (paper: 2, 4, 4).
+        probe_min_tokens: the probe keeps at least this many tokens per frame (the spatial
+            factor is lowered for small latents).
+        lowpass_radius: radius of the LFD's circular low-pass, as a fraction of the smaller
+            spatial size of the probe (paper: 1/5).
+        step_reuse: what a reused step returns: ``"output"``, the last computed output, or
+            ``"residual"``, the last computed chain residual put through this step's prologue
+            and epilogue.
         block_rule: how a computed step decides which blocks to bypass. ``"none"`` computes
-            every block.
+            every block; ``"blockcache"`` runs the pivotal blocks only.
+        pivotal_fraction: BlockCache's fraction of blocks computed (paper flash: 0.4).
+        pivotal_steps: computed steps that reuse one ranking before every block runs again
+            (paper flash: L = 3).
         piece_compiler: how each piece of the partitioned graph is compiled: ``"inductor"``
             (default), or ``"eager"`` to run the pieces uncompiled (debugging, fast tests).
         on_unsupported: what to do with a graph the passes cannot partition: ``"warn"`` once
@@ -33,7 +54,16 @@ class PreciseCacheConfig:
     """
 
     step_rule: str = "none"
+    alpha: float = 0.7
+    accumulate: str = "lfd_step"
+    warmup_steps: int = 2
+    probe_downsample: tuple[int, int, int] = (2, 4, 4)
+    probe_min_tokens: int = 64
+    lowpass_radius: float = 0.2
+    step_reuse: str = "output"
     block_rule: str = "none"
+    pivotal_fraction: float = 0.4
+    pivotal_steps: int = 3
     piece_compiler: str = "inductor"
     on_unsupported: str = "warn"
     max_streams: int = 8
@@ -41,6 +71,25 @@ class PreciseCacheConfig:
     def __post_init__(self):
         _choice("step_rule", self.step_rule, STEP_RULES)
         _choice("block_rule", self.block_rule, BLOCK_RULES)
+        _choice("accumulate", self.accumulate, ACCUMULATE)
+        _choice("step_reuse", self.step_reuse, STEP_REUSE)
+        _number("alpha", self.alpha, low=0.0, high=100.0, low_open=True)
+        _number("lowpass_radius", self.lowpass_radius, low=0.0, high=1.0, low_open=True)
+        _number("pivotal_fraction", self.pivotal_fraction, low=0.0, high=1.0, low_open=True)
+        _integer("warmup_steps", self.warmup_steps, low=0)
+        _integer("probe_min_tokens", self.probe_min_tokens, low=1)
+        _integer("pivotal_steps", self.pivotal_steps, low=1)
+        factors = self.probe_downsample
+        if (
+            not isinstance(factors, (tuple, list))
+            or len(factors) != 3
+            or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in factors)
+        ):
+            raise ValueError(
+                "probe_downsample must be three integers >= 1 (time, height, width), "
+                f"got {factors!r}"
+            )
+        object.__setattr__(self, "probe_downsample", tuple(factors))
         _choice("piece_compiler", self.piece_compiler, PIECE_COMPILERS)
         _choice("on_unsupported", self.on_unsupported, ON_UNSUPPORTED)
         if not isinstance(self.max_streams, int) or self.max_streams < 1:
@@ -51,6 +100,19 @@ class PreciseCacheConfig:
         return self.step_rule != "none" or self.block_rule != "none"
 
 
+def _number(name, value, low, high, low_open=False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be a number in {bracket}{low}, {high}], got {value!r}")
+
+
+def _integer(name, value, low) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def _choice(name: str, value, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(valid)}")
@@ -59,7 +121,15 @@ def _choice(name: str, value, valid: tuple[str, ...]) -> None:
 PRESETS: dict[str, PreciseCacheConfig] = {
     # The partitioned graph with every step and block computed: equals plain torch.compile.
     "off": PreciseCacheConfig(),
+    # The paper's presets: LFCache at alpha 0.5 / 0.7; flash adds BlockCache (40%, L = 3).
+    "base": PreciseCacheConfig(step_rule="lfcache", alpha=0.5),
+    "turbo": PreciseCacheConfig(step_rule="lfcache", alpha=0.7),
+    "flash": PreciseCacheConfig(
+        step_rule="lfcache", alpha=0.7, block_rule="blockcache", pivotal_fraction=0.4,
+        pivotal_steps=3,
+    ),
 }
+DEFAULT_PRESET = "turbo"
 
 
 def field_names() -> list[str]:
@@ -69,7 +139,7 @@ def field_names() -> list[str]:
 def config_from_options(options: dict | None) -> PreciseCacheConfig:
     """Build a config from ``torch.compile``'s ``options``: ``preset`` plus field overrides."""
     options = dict(options or {})
-    preset = options.pop("preset", "off")
+    preset = options.pop("preset", DEFAULT_PRESET)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     valid = field_names()

@@ -15,6 +15,7 @@ import re
 import torch
 import torch.fx
 
+from pc_compile.passes.module_paths import normalize_module_path
 from pc_compile.runtime.cached_graph import InputRoles
 
 HIDDEN_NAMES = ("hidden_states", "x", "latents", "latent", "sample", "img")
@@ -42,6 +43,27 @@ def compiled_owner():
     return tx.f_code
 
 
+def _sources(gm: torch.fx.GraphModule) -> list[str | None]:
+    sources = []
+    for node in gm.graph.nodes:
+        if node.op != "placeholder":
+            continue
+        grapharg = node.meta.get("grapharg")
+        source = getattr(getattr(grapharg, "source", None), "name", None)
+        source = source() if callable(source) else source
+        sources.append(source if isinstance(source, str) else None)
+    return sources
+
+
+def weights_input(gm: torch.fx.GraphModule, example_inputs) -> tuple[int | None, str | None]:
+    """The first parameter input of the graph and its path in the compiled module."""
+    for i, source in enumerate(_sources(gm)):
+        if source and source.startswith("L['self']") and i < len(example_inputs):
+            if isinstance(example_inputs[i], torch.nn.Parameter):
+                return i, normalize_module_path(source)
+    return None, None
+
+
 def input_names(gm: torch.fx.GraphModule, owner) -> list[str | None]:
     """Per placeholder, the forward argument it is (None: a parameter, buffer or size)."""
     positional: list[str] = []
@@ -51,12 +73,7 @@ def input_names(gm: torch.fx.GraphModule, owner) -> list[str | None]:
         except (TypeError, ValueError):
             positional = []
     names: list[str | None] = []
-    for node in gm.graph.nodes:
-        if node.op != "placeholder":
-            continue
-        grapharg = node.meta.get("grapharg")
-        source = getattr(getattr(grapharg, "source", None), "name", None)
-        source = source() if callable(source) else source
+    for source in _sources(gm):
         name = None
         if isinstance(source, str):
             if m := _POSITIONAL.match(source):
@@ -70,7 +87,7 @@ def input_names(gm: torch.fx.GraphModule, owner) -> list[str | None]:
     return names
 
 
-def find_roles(names: list[str | None]) -> InputRoles:
+def find_roles(names: list[str | None], weights=(None, None)) -> InputRoles:
     def first(candidates):
         for c in candidates:
             if c in names:
@@ -85,4 +102,6 @@ def find_roles(names: list[str | None]) -> InputRoles:
         timestep=first(TIMESTEP_NAMES),
         context=first(CONTEXT_NAMES),
         user_inputs=tuple(i for i, n in enumerate(names) if n is not None),
+        weights=weights[0],
+        weights_path=weights[1],
     )

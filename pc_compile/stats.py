@@ -23,14 +23,14 @@ def _owner(compiled):
     return getattr(original, "__code__", None)
 
 
-def _graphs(compiled):
-    graphs = registry.graphs_of(_owner(compiled))
-    if not graphs:
+def _tables(compiled):
+    tables = registry.tables_of(_owner(compiled))
+    if not tables:
         raise ValueError(
             "this model has no graph compiled by the precisecache backend yet: compile it with "
             "torch.compile(model, backend='precisecache') and call it at least once"
         )
-    return graphs
+    return tables
 
 
 def stats(compiled, detail: bool = False) -> dict:
@@ -39,9 +39,9 @@ def stats(compiled, detail: bool = False) -> dict:
     block_work = 0.0
     block_slots = 0
     streams = {}
-    for number, graph in enumerate(_graphs(compiled)):
+    for number, (graph, table) in enumerate(_tables(compiled)):
         blocks = graph.spec.num_blocks
-        for state in graph.streams.all_streams():
+        for state in table.all_streams():
             c = state.counters.as_dict()
             for name in COUNTERS:
                 totals[name] += c[name]
@@ -53,6 +53,8 @@ def stats(compiled, detail: bool = False) -> dict:
             if detail:
                 entry["trace"] = list(state.trace)
             key = state.name if number == 0 else f"graph{number}/{state.name}"
+            if key in streams:  # a stream that was evicted and came back
+                key = f"{key}#{sum(k.split('#')[0] == key for k in streams) + 1}"
             streams[key] = entry
     return dict(
         totals,
@@ -64,5 +66,5 @@ def stats(compiled, detail: bool = False) -> dict:
 
 def reset(compiled) -> None:
     """Start a new generation: drop every cache and counter of ``compiled``."""
-    for graph in _graphs(compiled):
-        graph.reset()
+    for _, table in _tables(compiled):
+        table.reset()

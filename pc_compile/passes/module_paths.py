@@ -26,7 +26,7 @@ _COMPONENT = re.compile(r"\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\]|\[\s*(\d+)\
 # The root of a Dynamo source string: L['self'], G['model'], L['s'] ...
 _ROOT = re.compile(r"^\s*[LG]\[\s*['\"][^'\"]*['\"]\s*\]")
 # Attribute hops that are how nn.Module stores children, not part of the user's path.
-_STORAGE = {"__dict__", "_modules"}
+_STORAGE = {"__dict__", "_modules", "_parameters", "_buffers"}
 
 
 def normalize_module_path(source: str) -> str:

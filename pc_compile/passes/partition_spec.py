@@ -67,6 +67,33 @@ class PartitionSpec:
     def num_blocks(self) -> int:
         return len(self.blocks)
 
+    def summary(self) -> str:
+        """One line per piece: kind, shared kernel group, where arguments come from, and for
+        blocks the state slots (argument <- output item) a bypass adds residuals to."""
+
+        def show(ref: Ref) -> str:
+            if ref.is_constant:
+                return repr(ref.constant)
+            if ref.piece is None:
+                return f"in{ref.index}"
+            name = self.pieces[ref.piece].name
+            return name if ref.item is None else f"{name}[{ref.item}]"
+
+        lines = []
+        for piece in self.pieces:
+            produced = [show(r) for r in piece.args if r.piece is not None or r.is_constant]
+            inputs = sum(1 for r in piece.args if r.piece is None and not r.is_constant)
+            line = f"{piece.name}: {piece.kind} kernel={piece.kernel_group} inputs={inputs}"
+            if produced:
+                line += f" from=({', '.join(produced)})"
+            line += f" outputs={piece.num_outputs or 1}"
+            if piece.kind == "block":
+                slots = ", ".join(f"arg{a}<-out{i}" for a, i in piece.state_slots) or "none"
+                line += f" state=({slots})"
+            lines.append(line)
+        lines.append(f"returns: ({', '.join(show(r) for r in self.outputs)})")
+        return "\n".join(lines)
+
 
 def _piece_kind(name: str) -> str:
     if name == PROLOGUE:
@@ -177,9 +204,10 @@ def describe_partition(split: torch.fx.GraphModule) -> PartitionSpec:
         )
 
     for list_name in block_lists:
-        members = [i for i, p in enumerate(pieces) if p.kind == "block" and p.list_name == list_name]
-        slots = _state_slots(pieces, members, split)
-        for number in members:
+        members = [
+            i for i, p in enumerate(pieces) if p.kind == "block" and p.list_name == list_name
+        ]
+        for number, slots in zip(members, _state_slots(pieces, members, split)):
             pieces[number] = _with_slots(pieces[number], slots)
     return PartitionSpec(
         pieces=tuple(pieces),
@@ -190,40 +218,70 @@ def describe_partition(split: torch.fx.GraphModule) -> PartitionSpec:
     )
 
 
-def _state_slots(pieces: list[PieceSpec], members: list[int], split) -> tuple[tuple[int, int], ...]:
-    """Argument positions of a list's blocks that receive the previous block's outputs.
+def _state_slots(pieces: list[PieceSpec], members: list[int], split) -> list[tuple]:
+    """Per block of one list: which arguments receive the previous block's outputs.
 
-    Read from the first pair (block 0 feeds block 1) and checked on every later pair. A block
-    can be bypassed only if each of its outputs goes to the next block, into an argument of the
-    same shape: otherwise ``()`` (no bypass for this list).
+    The pairing is read from the first two blocks (block 0's outputs feed block 1's arguments)
+    and carried to every block through the blocks' identical structure: a block's output is
+    matched to block 0's by the node that produces it. This also covers the last block, whose
+    outputs feed the epilogue and which returns only what the epilogue uses. A block can be
+    bypassed only if every output it returns is paired with an argument of the same shape;
+    otherwise its slots are ``()`` and it is always computed.
     """
-    first, second = pieces[members[0]], pieces[members[1]]
-    slots = tuple(
+    first = pieces[members[0]]
+    pairs0 = [
         (position, 0 if ref.item is None else ref.item)
-        for position, ref in enumerate(second.args)
+        for position, ref in enumerate(pieces[members[1]].args)
         if ref.piece == members[0]
-    )
-    for producer, consumer in zip(members[1:], members[2:]):
-        expected = tuple(
-            (position, 0 if ref.item is None else ref.item)
-            for position, ref in enumerate(pieces[consumer].args)
-            if ref.piece == producer
-        )
-        if expected != slots:
-            return ()
-    items = sorted(item for _, item in slots)
-    if items != list(range(first.num_outputs or 1)):
-        return ()
-    module = getattr(split, first.name)
-    placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
-    out_node = next(n for n in module.graph.nodes if n.op == "output")
-    returned = out_node.args[0] if first.num_outputs is not None else (out_node.args[0],)
-    for position, item in slots:
-        a = _example(placeholders[position])
-        b = _example(returned[item])
-        if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype:
-            return ()
-    return slots
+    ]
+    body0, outs0 = _body_and_outputs(getattr(split, first.name))
+    result = []
+    for number in members:
+        piece = pieces[number]
+        module = getattr(split, piece.name)
+        body, outs = _body_and_outputs(module)
+        slots: list[tuple[int, int]] = []
+        placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
+        returned = _returned(module)
+        if body == body0:
+            for position, item0 in pairs0:
+                if outs0[item0] in outs:
+                    slots.append((position, outs.index(outs0[item0])))
+        else:
+            # Dynamo dropped what the epilogue does not use, so the last block's graph is
+            # shorter: pair each output with the one argument of its shape and dtype.
+            for item, node in enumerate(returned):
+                value = _example(node)
+                matches = [
+                    position
+                    for position, _ in pairs0
+                    if _same_layout(_example(placeholders[position]), value)
+                ]
+                if len(matches) == 1:
+                    slots.append((matches[0], item))
+        covered = sorted(item for _, item in slots) == list(range(len(returned)))
+        for position, item in slots:
+            if not _same_layout(_example(placeholders[position]), _example(returned[item])):
+                covered = False
+        result.append(tuple(slots) if covered else ())
+    return result
+
+
+def _returned(module: torch.fx.GraphModule) -> tuple:
+    out = next(n for n in module.graph.nodes if n.op == "output").args[0]
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _body_and_outputs(module: torch.fx.GraphModule) -> tuple[str, list[int]]:
+    """The graph's signature without its output line, and the positions of returned nodes."""
+    lines = graph_signature(module).split("\n")
+    position = {n: i for i, n in enumerate(module.graph.nodes)}
+    outputs = [position[n] if isinstance(n, torch.fx.Node) else -1 for n in _returned(module)]
+    return "\n".join(lines[:-1]), outputs
+
+
+def _same_layout(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    return a is not None and b is not None and a.shape == b.shape and a.dtype == b.dtype
 
 
 def _example(node) -> torch.Tensor | None:

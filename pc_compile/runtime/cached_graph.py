@@ -37,6 +37,8 @@ class InputRoles:
     timestep: int | None = None
     context: int | None = None
     user_inputs: tuple[int, ...] = ()  # inputs that are not parameters or buffers
+    weights: int | None = None  # one parameter of the model: whose weights this call runs
+    weights_path: str | None = None  # that parameter's path in the module, e.g. "proj.weight"
 
 
 class CachedGraph:
@@ -54,8 +56,15 @@ class CachedGraph:
         self.executor = executor
         self.roles = roles
         self.policy = policy
-        self.streams = StreamTable(max_streams)
-        self.block_numbers = spec.blocks
+        self.max_streams = max_streams
+        # Dynamo serves every instance of a model class from one graph (parameters are graph
+        # inputs, not guarded by identity), so state is kept per set of weights: two models
+        # never share a cache even when they share this graph.
+        self.tables: dict[tuple, StreamTable] = {}
+        self.probe = None  # a ProbeNetwork, set by the front when a policy needs one
+        blocks = spec.blocks
+        self.first_block, self.last_block = blocks[0], blocks[-1]
+        self.chain_pairs = chain_pairs(spec)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -64,63 +73,109 @@ class CachedGraph:
             isinstance(x, torch.Tensor) and x.requires_grad for x in inputs
         ):
             # Training or gradients through the denoiser: caching would change the gradient.
-            return self.run_full(inputs, None, record=False)[0]
-        state = self.streams.lookup(self._identity(inputs), self._signature(inputs))
-        self.streams.enter_step(state, self._timestep(inputs))
+            return self.run_full(inputs, None)[0]
+        table = self.table_for(self._weights_key(inputs))
+        state = table.lookup(self._identity(inputs), self._signature(inputs))
+        table.enter_step(state, self._timestep(inputs))
         plan = self.policy.plan_step(state, inputs, self)
         if plan.reuse:
             state.counters.skipped_steps += 1
             output = self.policy.reuse_output(state, inputs, self)
         else:
             state.counters.full_steps += 1
-            output, record = self.run_full(inputs, plan, record=plan.record_blocks, state=state)
-            self.policy.after_full_step(state, inputs, output, record, self)
+            output, record = self.run_full(inputs, plan, state=state)
+            self.policy.after_full_step(state, inputs, output, record, plan, self)
         self.policy.finish_step(state, plan)
         return output
 
-    def reset(self) -> None:
-        self.streams.reset()
+    def table_for(self, key: tuple) -> StreamTable:
+        table = self.tables.get(key)
+        if table is None:
+            table = self.tables[key] = StreamTable(self.max_streams)
+        return table
+
+    def weights_key_of(self, module) -> tuple | None:
+        """The key under which ``module``'s calls keep their state (None: not this graph's)."""
+        if self.roles.weights_path is None:
+            return ("any",)
+        try:
+            tensor = _attribute(module, self.roles.weights_path)
+        except AttributeError:
+            return None
+        return tensor_identity(tensor) if isinstance(tensor, torch.Tensor) else None
 
     # -- evaluation --------------------------------------------------------------------------
 
-    def run_full(
-        self,
-        inputs: Sequence,
-        plan: StepPlan | None,
-        record: bool,
-        state: StreamState | None = None,
-    ):
+    def run_full(self, inputs: Sequence, plan: StepPlan | None, state: StreamState | None = None):
         """Evaluate every piece; blocks not in ``plan.compute_blocks`` are bypassed."""
         results: list = [None] * len(self.spec.pieces)
-        blocks = BlockRecord() if record else None
+        record = BlockRecord() if plan is not None and (plan.record_blocks or plan.record_chain) \
+            else None
         position = 0
+        chain_in = None
         for number, piece in enumerate(self.spec.pieces):
             args = self.executor.piece_args(number, inputs, results)
             if piece.kind != "block":
                 results[number] = self.executor.call_piece(number, args)
                 continue
+            if position == 0 and self.chain_pairs is not None:
+                chain_in = [args[arg] for arg, _ in self.chain_pairs]
             compute = plan is None or plan.compute_blocks is None or plan.compute_blocks[position]
             if compute:
                 out = self.executor.call_piece(number, args)
                 if state is not None:
                     state.counters.block_evals += 1
             else:
-                residual = plan.residuals[position]
                 outputs = [None] * (piece.num_outputs or 1)
-                for (arg, item), delta in zip(piece.state_slots, residual):
+                for (arg, item), delta in zip(piece.state_slots, plan.residuals[position]):
                     outputs[item] = args[arg] + delta
                 out = pack_block_outputs(outputs, piece.num_outputs)
                 state.counters.block_bypasses += 1
-            if blocks is not None:
-                blocks.inputs.append(tuple(args[arg] for arg, _ in piece.state_slots))
-                blocks.outputs.append(
+            if record is not None and plan.record_blocks:
+                record.inputs.append(tuple(args[arg] for arg, _ in piece.state_slots))
+                record.outputs.append(
                     tuple(block_outputs(out, piece.num_outputs)[i] for _, i in piece.state_slots)
                 )
             results[number] = out
             position += 1
-        return self.executor.outputs(inputs, results), blocks
+        if record is not None and plan.record_chain:
+            last = self.spec.pieces[self.last_block]
+            outs = block_outputs(results[self.last_block], last.num_outputs)
+            record.chain_residual = tuple(
+                outs[item] - entry for (_, item), entry in zip(self.chain_pairs, chain_in)
+            )
+        return self.executor.outputs(inputs, results), record
+
+    def run_chain_residual(self, inputs: Sequence, residual: tuple):
+        """A reused step in residual form: prologue, first block's input + the chain residual
+        as the last block's output, epilogue. No block runs."""
+        results: list = [None] * len(self.spec.pieces)
+        for number, piece in enumerate(self.spec.pieces):
+            if piece.kind != "block":
+                args = self.executor.piece_args(number, inputs, results)
+                results[number] = self.executor.call_piece(number, args)
+            elif number == self.first_block:
+                args = self.executor.piece_args(number, inputs, results)
+                last = self.spec.pieces[self.last_block]
+                outputs = [None] * (last.num_outputs or 1)
+                for (arg, item), delta in zip(self.chain_pairs, residual):
+                    outputs[item] = args[arg] + delta
+                results[self.last_block] = pack_block_outputs(outputs, last.num_outputs)
+        return self.executor.outputs(inputs, results)
+
+    @staticmethod
+    def copy_output(output):
+        """A cached output handed to the caller: a copy, so the cache cannot be changed."""
+        if isinstance(output, tuple):
+            return tuple(o.clone() if isinstance(o, torch.Tensor) else o for o in output)
+        return output.clone() if isinstance(output, torch.Tensor) else output
 
     # -- inputs ------------------------------------------------------------------------------
+
+    def _weights_key(self, inputs: Sequence) -> tuple:
+        if self.roles.weights is None or self.roles.weights_path is None:
+            return ("any",)
+        return tensor_identity(inputs[self.roles.weights])
 
     def _identity(self, inputs: Sequence) -> tuple:
         if self.roles.context is None:
@@ -143,3 +198,32 @@ class CachedGraph:
         return float(t)
 
 
+
+
+def _attribute(module, path: str):
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def chain_pairs(spec: PartitionSpec) -> tuple[tuple[int, int], ...] | None:
+    """(first block's argument, last block's output) pairs of the chain's residual, or None.
+
+    The chain residual needs one list of identical blocks (argument positions then mean the
+    same in the first and the last block), no glue, and an epilogue that reads no block but
+    the last.
+    """
+    blocks = spec.blocks
+    first, last = spec.pieces[blocks[0]], spec.pieces[blocks[-1]]
+    if len(spec.block_lists) != 1 or any(p.kind == "glue" for p in spec.pieces):
+        return None
+    if not last.state_slots:
+        return None
+    for piece in spec.pieces:
+        if piece.kind == "epilogue":
+            for ref in piece.args:
+                if ref.piece in blocks and ref.piece != blocks[-1]:
+                    return None
+    positions = {arg for arg, _ in first.state_slots}
+    pairs = tuple((arg, item) for arg, item in last.state_slots if arg in positions)
+    return pairs if len(pairs) == len(last.state_slots) else None

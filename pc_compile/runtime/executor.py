@@ -34,20 +34,23 @@ class PieceCompiler:
     def __call__(self, module: torch.fx.GraphModule, example_args: list) -> PieceFn:
         if self.mode == "eager":
             return module
-        from torch._guards import TracingContext, tracing
         from torch._inductor.compile_fx import compile_fx
         from torch._subclasses.fake_tensor import FakeTensorMode
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
         # Straight to Inductor: the piece is already an FX graph, so there is nothing for
         # Dynamo to trace; the kernel is specialised to these arguments' shapes and strides.
-        # A tracing context with a shape environment lets Inductor's FX graph cache serve a
-        # warm start (without one it bypasses the cache).
+        # Fake example inputs with a shape environment let Inductor's FX graph cache serve a
+        # warm start (given real tensors, it bypasses the cache for want of one).
         config_patches = {"triton.cudagraphs": False}
         if self.inductor_mode == "max-autotune":
             config_patches["max_autotune"] = True
-        with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
-            return compile_fx(module, example_args, config_patches=config_patches)
+        fake_mode = FakeTensorMode(shape_env=ShapeEnv())
+        fake_args = [
+            fake_mode.from_tensor(a, static_shapes=True) if isinstance(a, torch.Tensor) else a
+            for a in example_args
+        ]
+        return compile_fx(module, fake_args, config_patches=config_patches)
 
 
 class Executor:

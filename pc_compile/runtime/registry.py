@@ -1,34 +1,39 @@
-"""Which compiled graphs belong to which model, so that ``stats``/``reset`` can find them.
+"""Which compiled graphs can hold state for which model, so ``stats``/``reset`` find it.
 
 Dynamo may hand the backend several graphs for one model (a recompilation for a new shape or
-dtype, a graph break); each becomes a ``CachedGraph`` with state of its own. They are listed
-under the model they came from: the ``nn.Module`` (held weakly) or, for a compiled function,
-its code object. Two models never share an entry, so never share state.
+dtype, a graph break), and it serves every instance of a model class from the same graph
+(parameters are graph inputs). So graphs are listed under the model's class (or, for a
+compiled function, its code object), and each graph keeps state per set of weights
+(``CachedGraph.tables``). ``tables_of(model)`` returns the model's own state in every graph.
 """
 
 from __future__ import annotations
 
 import weakref
 
-_by_module: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_by_code: dict = {}
+import torch
+
+# Held weakly: a graph lives as long as Dynamo's cache keeps it (torch._dynamo.reset() ends it).
+_graphs: dict[object, list[weakref.ref]] = {}
 
 
 def register(owner, graph) -> None:
-    table = _by_code if owner is None or not _weakrefable(owner) else _by_module
-    table.setdefault(owner, []).append(graph)
+    _graphs.setdefault(_kind(owner), []).append(weakref.ref(graph))
 
 
-def graphs_of(owner) -> list:
-    if owner is None:
-        return []
-    table = _by_module if _weakrefable(owner) else _by_code
-    return list(table.get(owner, []))
+def tables_of(owner) -> list:
+    """``(graph, table)`` for every graph that has run ``owner``, in compilation order."""
+    found = []
+    for ref in _graphs.get(_kind(owner), []):
+        graph = ref()
+        if graph is None:
+            continue
+        key = graph.weights_key_of(owner) if isinstance(owner, torch.nn.Module) else ("any",)
+        table = graph.tables.get(key) if key is not None else None
+        if table is not None:
+            found.append((graph, table))
+    return found
 
 
-def _weakrefable(obj) -> bool:
-    try:
-        weakref.ref(obj)
-    except TypeError:
-        return False
-    return True
+def _kind(owner):
+    return type(owner) if isinstance(owner, torch.nn.Module) else owner

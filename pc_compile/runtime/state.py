@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
@@ -91,6 +92,7 @@ class StreamTable:
         self._live: OrderedDict[tuple, StreamState] = OrderedDict()
         self._retired: list[StreamState] = []
         self._names = 0
+        self._short_lived = 0
 
     def lookup(self, identity: tuple, signature: tuple) -> StreamState:
         """The stream for a call: by explicit name if one is set, else by ``identity``; a
@@ -108,6 +110,15 @@ class StreamTable:
                 _, old = self._live.popitem(last=False)
                 old.cache.clear()
                 self._retired.append(old)
+                self._short_lived += old.counters.steps <= 1
+                if self._short_lived == 4 * self.max_streams:
+                    warnings.warn(
+                        "precisecache: a new guidance stream starts at almost every call, so "
+                        "nothing can be reused. Streams are told apart by the identity of the "
+                        "encoder_hidden_states tensor: pass the same tensor at every step, or "
+                        "name streams with pc_compile.runtime.state.named_stream().",
+                        stacklevel=4,
+                    )
         else:
             self._live.move_to_end(key)
         return state
@@ -134,3 +145,4 @@ class StreamTable:
         self._live.clear()
         self._retired.clear()
         self._names = 0
+        self._short_lived = 0

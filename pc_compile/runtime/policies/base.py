@@ -26,6 +26,7 @@ class StepPlan:
     compute_blocks: list[bool] | None = None  # None: compute every block
     residuals: list[tuple[torch.Tensor, ...] | None] | None = None  # per bypassed block
     record_blocks: bool = False  # hand the blocks' inputs/outputs to after_full_step
+    record_chain: bool = False  # hand the chain residual (last block out - first block in)
 
 
 @dataclass
@@ -34,6 +35,7 @@ class BlockRecord:
 
     inputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
     outputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+    chain_residual: tuple[torch.Tensor, ...] | None = None
 
 
 class Policy:
@@ -48,7 +50,7 @@ class Policy:
     def reuse_output(self, state, inputs, graph):
         raise RuntimeError(f"policy {self.name!r} never reuses a step")
 
-    def after_full_step(self, state, inputs, output, record, graph) -> None:
+    def after_full_step(self, state, inputs, output, record, plan, graph) -> None:
         pass
 
     def finish_step(self, state, plan: StepPlan) -> None:

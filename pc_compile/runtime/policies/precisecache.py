@@ -1,0 +1,73 @@
+"""PreciseCache: the LFCache step guard and the BlockCache block rule, together or alone.
+
+A step first asks the step rule whether to reuse. A reused step returns the cache in one of
+two forms (``step_reuse``):
+
+``"output"``    the output of the last computed step, as it was;
+``"residual"``  the blocks' residual of the last computed step (last block's output minus
+                first block's input) added to this step's first-block input, then this step's
+                epilogue: the prologue and epilogue see the current timestep, as first-block
+                caches do.
+
+A computed step asks the block rule which blocks to run. Each step's decision is written to
+the stream's trace (``stats(compiled, detail=True)``).
+"""
+
+from __future__ import annotations
+
+from pc_compile.runtime.policies.base import Policy, StepPlan
+from pc_compile.runtime.policies.blockcache import BlockCache
+from pc_compile.runtime.policies.lfcache import LFCache, _host
+
+
+class PreciseCachePolicy(Policy):
+    name = "precisecache"
+
+    def __init__(self, step_rule: LFCache | None, block_rule: BlockCache | None,
+                 step_reuse: str, probe_cost: float):
+        self.step_rule = step_rule
+        self.block_rule = block_rule
+        self.step_reuse = step_reuse
+        self.probe_cost = probe_cost
+
+    def plan_step(self, state, inputs, graph) -> StepPlan:
+        pending = self.block_rule.pending(state) if self.block_rule else None
+        info: dict = {}
+        reuse = False
+        if self.step_rule is not None:
+            reuse, info, norms = self.step_rule.decide(state, inputs, graph, pending)
+        else:
+            norms = _host(pending)
+        if self.block_rule is not None:
+            self.block_rule.absorb(state, norms)
+        if reuse:
+            plan = StepPlan(reuse=True)
+        elif self.block_rule is not None:
+            plan = self.block_rule.plan(state)
+        else:
+            plan = StepPlan()
+        if self.step_reuse == "residual" and not reuse:
+            plan.record_chain = True
+        state.trace.append({
+            "step": state.step_in_generation,
+            "timestep": state.last_timestep,
+            "computed": not reuse,
+            "blocks": None if reuse else (
+                [True] * len(graph.spec.blocks) if plan.compute_blocks is None
+                else list(plan.compute_blocks)
+            ),
+            **info,
+        })
+        return plan
+
+    def reuse_output(self, state, inputs, graph):
+        if self.step_reuse == "residual":
+            return graph.run_chain_residual(inputs, state.cache["chain_residual"])
+        return graph.copy_output(state.cache["output"])
+
+    def after_full_step(self, state, inputs, output, record, plan, graph) -> None:
+        if self.step_reuse == "residual":
+            state.cache["chain_residual"] = record.chain_residual
+        state.cache["output"] = output
+        if self.block_rule is not None:
+            self.block_rule.after(state, plan, record)

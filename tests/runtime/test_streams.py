@@ -1,0 +1,146 @@
+"""Streams, generations, reset and isolation between compiled models (pieces run eagerly)."""
+
+import json
+
+import pytest
+import torch
+
+import pc_compile
+from pc_compile.inputs import find_roles
+from pc_compile.passes import run_passes
+from pc_compile.runtime.cached_graph import CachedGraph
+from pc_compile.runtime.executor import Executor, PieceCompiler
+from pc_compile.runtime.policies.base import Policy, StepPlan
+from pc_compile.runtime.state import named_stream
+from tests.tiny_models import build, capture_graph, first_output
+
+EAGER = {"preset": "off", "piece_compiler": "eager"}
+
+
+def run_generation(compiled, tiny, timesteps=(900.0, 600.0, 300.0), conditions=(1, 2)):
+    outputs = []
+    with torch.no_grad():
+        for t in timesteps:
+            for c in conditions:
+                outputs.append(first_output(compiled(**tiny.make_inputs(t, c))))
+    return outputs
+
+
+def test_guidance_streams_are_separate_and_generations_are_detected():
+    torch._dynamo.reset()
+    tiny = build("wan")
+    compiled = torch.compile(tiny.model, backend="precisecache", options=EAGER)
+    run_generation(compiled, tiny)
+    run_generation(compiled, tiny)  # the timestep rises: a second generation
+    stats = pc_compile.stats(compiled)
+    json.dumps(stats)  # JSON-serialisable
+    assert stats["streams"] == 2
+    assert stats["steps"] == 12 and stats["block_evals"] == 12 * 2
+    for stream in stats["per_stream"].values():
+        assert stream["steps"] == 6 and stream["generations"] == 2
+    for key in ("steps", "full_steps", "skipped_steps", "probe_evals", "block_evals",
+                "block_bypasses", "streams", "compute_fraction"):
+        assert key in stats
+
+
+def test_reset_starts_afresh_and_models_do_not_share_state():
+    torch._dynamo.reset()
+    first, second = build("wan"), build("wan", seed=1)
+    a = torch.compile(first.model, backend="precisecache", options=EAGER)
+    b = torch.compile(second.model, backend="precisecache", options=EAGER)
+    run_generation(a, first)
+    run_generation(b, second, conditions=(1,))
+    assert pc_compile.stats(a)["steps"] == 6
+    assert pc_compile.stats(b)["steps"] == 3
+    pc_compile.reset(a)
+    assert pc_compile.stats(a)["steps"] == 0
+    assert pc_compile.stats(b)["steps"] == 3
+
+
+def test_named_streams():
+    torch._dynamo.reset()
+    tiny = build("wan")
+    compiled = torch.compile(tiny.model, backend="precisecache", options=EAGER)
+    with torch.no_grad():
+        for t in (900.0, 500.0):
+            compiled(**tiny.make_inputs(t, 1))
+            with named_stream("cond"):  # the same tensor, but named: a stream of its own
+                compiled(**tiny.make_inputs(t, 1))
+    stats = pc_compile.stats(compiled)
+    assert sorted(stats["per_stream"]) == ["cond", "stream0"]
+    assert stats["per_stream"]["cond"]["steps"] == 2
+
+
+def test_eviction_drops_caches_but_keeps_counters():
+    torch._dynamo.reset()
+    tiny = build("wan")
+    compiled = torch.compile(
+        tiny.model, backend="precisecache", options={**EAGER, "max_streams": 1}
+    )
+    run_generation(compiled, tiny)  # two streams alternate; only one is kept at a time
+    stats = pc_compile.stats(compiled)
+    assert stats["steps"] == 6
+    assert len(stats["per_stream"]) == 6
+    assert all(s["steps"] == 1 for s in stats["per_stream"].values())
+
+
+def test_a_new_shape_gets_a_fresh_state():
+    torch._dynamo.reset()
+    tiny = build("wan")
+    compiled = torch.compile(tiny.model, backend="precisecache", options=EAGER, dynamic=False)
+    run_generation(compiled, tiny, conditions=(1,))
+    bigger = dict(tiny.make_inputs(300.0, 1), hidden_states=torch.randn(1, 4, 3, 8, 12))
+    with torch.no_grad():
+        compiled(**bigger)
+    stats = pc_compile.stats(compiled)
+    assert len(stats["per_stream"]) == 2
+    new = [s for k, s in stats["per_stream"].items() if k.startswith("graph1/")]
+    assert new and new[0]["steps"] == 1 and new[0]["generations"] == 1
+
+
+def test_stats_of_an_uncompiled_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="no graph compiled by the precisecache backend"):
+        pc_compile.stats(torch.nn.Linear(2, 2))
+
+
+class ReuseEveryOtherStep(Policy):
+    """Computes even steps, reuses the stream's last output on odd ones."""
+
+    name = "test-reuse"
+
+    def plan_step(self, state, inputs, graph):
+        return StepPlan(reuse=state.step_in_generation % 2 == 1)
+
+    def reuse_output(self, state, inputs, graph):
+        return state.cache["output"]
+
+    def after_full_step(self, state, inputs, output, record, plan, graph):
+        state.cache["output"] = output
+
+
+def test_a_reused_step_returns_its_own_streams_cache():
+    tiny = build("wan")
+    captured = capture_graph(tiny.model, tiny.make_inputs(900.0, 1))
+    split, spec = run_passes(captured.gm, None)
+    pieces = [getattr(split, p.name) for p in spec.pieces]
+    names, example_inputs = captured.names, captured.example_inputs
+    roles = find_roles(names, captured.weights)
+    graph = CachedGraph(spec, Executor(spec, pieces, PieceCompiler("eager")), roles,
+                        ReuseEveryOtherStep(), max_streams=4)
+
+    def call(t, c):
+        kwargs = tiny.make_inputs(t, c)
+        args = list(example_inputs)
+        for i in roles.user_inputs:
+            args[i] = kwargs[names[i]]
+        return graph(*args)[0]
+
+    with torch.no_grad():
+        cond_0, uncond_0 = call(900.0, 1), call(900.0, 2)
+        cond_1, uncond_1 = call(600.0, 1), call(600.0, 2)
+        cond_2 = call(300.0, 1)
+    assert not torch.equal(cond_0, uncond_0)
+    assert torch.equal(cond_1, cond_0) and torch.equal(uncond_1, uncond_0)
+    assert not torch.equal(cond_2, cond_0)
+    counters = {s.name: s.counters for s in next(iter(graph.tables.values())).all_streams()}
+    assert counters["stream0"].skipped_steps == 1 and counters["stream0"].full_steps == 2
