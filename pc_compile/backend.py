@@ -86,6 +86,7 @@ def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
         roles=roles,
         policy=policy,
         max_streams=config.max_streams,
+        config=config,
     )
     if config.step_rule == "lfcache":
         if call is None or roles.hidden is None:
@@ -101,6 +102,14 @@ def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
 
         graph.probe = build_probe(module, arguments, names, roles.hidden, config, probe_backend)
         policy.probe_cost = spec.num_blocks * graph.probe.token_ratio
+        if graph.probe.token_ratio > 0.5:
+            warnings.warn(
+                f"precisecache: the probe costs {graph.probe.token_ratio:.0%} of a step on this "
+                f"latent ({graph.probe.full_grid.tokens_per_frame} tokens per frame; the probe "
+                f"keeps at least probe_min_tokens={config.probe_min_tokens}); LFCache cannot "
+                "save much here",
+                stacklevel=2,
+            )
     if register:
         registry.register(owner, graph)
     return graph

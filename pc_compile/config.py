@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 STEP_RULES = ("none", "lfcache")
 BLOCK_RULES = ("none", "blockcache")
-ACCUMULATE = ("lfd_step", "lfd")
-STEP_REUSE = ("output", "residual")
+STEP_REUSE = ("extrapolate", "output", "residual")
 PIECE_COMPILERS = ("inductor", "eager")
 ON_UNSUPPORTED = ("warn", "error")
 
@@ -28,18 +27,16 @@ class PreciseCacheConfig:
         alpha: LFCache's relative threshold: reuse while the accumulated measure stays under
             ``alpha x`` the largest single-step measure of the generation (paper: 0.5 base,
             0.7 turbo). Larger reuses more.
-        accumulate: what LFCache accumulates: ``"lfd_step"`` (default), the probe's LFD times
-            the step size, which follows the error a reused output makes in the sampler;
-            ``"lfd"``, the paper's plain sum of LFDs. See BENCHMARKS.md for the measurements.
         warmup_steps: the first steps of a generation always compute.
         probe_downsample: (time, height, width) factors of the probe (paper: 2, 4, 4).
         probe_min_tokens: the probe keeps at least this many tokens per frame (the spatial
             factor is lowered for small latents).
         lowpass_radius: radius of the LFD's circular low-pass, as a fraction of the smaller
             spatial size of the probe (paper: 1/5).
-        step_reuse: what a reused step returns: ``"output"``, the last computed output, or
-            ``"residual"``, the last computed chain residual put through this step's prologue
-            and epilogue.
+        step_reuse: what a reused step returns: ``"extrapolate"`` (default), the linear
+            extrapolation in the timestep of the last two computed outputs; ``"output"``, the
+            last computed output (the paper); ``"residual"``, the last computed chain residual
+            put through this step's prologue and epilogue.
         block_rule: how a computed step decides which blocks to bypass. ``"none"`` computes
             every block; ``"blockcache"`` runs the pivotal blocks only.
         pivotal_fraction: BlockCache's fraction of blocks computed (paper flash: 0.4).
@@ -55,12 +52,11 @@ class PreciseCacheConfig:
 
     step_rule: str = "none"
     alpha: float = 0.7
-    accumulate: str = "lfd_step"
     warmup_steps: int = 2
     probe_downsample: tuple[int, int, int] = (2, 4, 4)
-    probe_min_tokens: int = 64
+    probe_min_tokens: int = 16
     lowpass_radius: float = 0.2
-    step_reuse: str = "output"
+    step_reuse: str = "extrapolate"
     block_rule: str = "none"
     pivotal_fraction: float = 0.4
     pivotal_steps: int = 3
@@ -71,7 +67,6 @@ class PreciseCacheConfig:
     def __post_init__(self):
         _choice("step_rule", self.step_rule, STEP_RULES)
         _choice("block_rule", self.block_rule, BLOCK_RULES)
-        _choice("accumulate", self.accumulate, ACCUMULATE)
         _choice("step_reuse", self.step_reuse, STEP_REUSE)
         _number("alpha", self.alpha, low=0.0, high=100.0, low_open=True)
         _number("lowpass_radius", self.lowpass_radius, low=0.0, high=1.0, low_open=True)

@@ -32,15 +32,18 @@ def compiled_call() -> tuple[torch.nn.Module, dict] | None:
     if tx is None:
         return None
     owner = tx.f_locals.get("self")
-    if not isinstance(owner, torch.nn.Module) or "args" not in tx.f_locals:
+    if not isinstance(owner, torch.nn.Module):
         return None
     try:
-        bound = inspect.signature(owner.forward).bind(
-            *tx.f_locals["args"], **tx.f_locals.get("kwargs", {})
-        )
-    except TypeError:
+        signature = inspect.signature(owner.forward)
+        if "args" in tx.f_locals and "kwargs" in tx.f_locals:
+            # The frame is a wrapper of forward (diffusers' models): (self, *args, **kwargs).
+            bound = signature.bind(*tx.f_locals["args"], **tx.f_locals["kwargs"])
+            return owner, dict(bound.arguments)
+        # The frame is forward itself: its locals at entry are its arguments.
+        return owner, {n: tx.f_locals[n] for n in signature.parameters if n in tx.f_locals}
+    except (TypeError, ValueError):
         return None
-    return owner, dict(bound.arguments)
 
 
 def _patch(owner: torch.nn.Module) -> tuple[int, int, int]:

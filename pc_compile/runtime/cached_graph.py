@@ -51,12 +51,14 @@ class CachedGraph:
         roles: InputRoles,
         policy: Policy,
         max_streams: int,
+        config=None,
     ):
         self.spec = spec
         self.executor = executor
         self.roles = roles
         self.policy = policy
         self.max_streams = max_streams
+        self.config = config  # what the front compiled this graph with (compared, not read)
         # Dynamo serves every instance of a model class from one graph (parameters are graph
         # inputs, not guarded by identity), so state is kept per set of weights: two models
         # never share a cache even when they share this graph.
@@ -76,8 +78,17 @@ class CachedGraph:
             return self.run_full(inputs, None)[0]
         table = self.table_for(self._weights_key(inputs))
         state = table.lookup(self._identity(inputs), self._signature(inputs))
-        table.enter_step(state, self._timestep(inputs))
-        plan = self.policy.plan_step(state, inputs, self)
+        timestep = self._timestep(inputs)
+        table.enter_step(state, timestep)
+        # Guidance branches of one step (same latent, same timestep) take one decision: the
+        # first branch decides, the others follow. Reusing in one branch while computing in
+        # the other would put the whole caching error into (cond - uncond), which guidance
+        # then multiplies by its scale.
+        group = (self._identity_of(self.roles.hidden, inputs), timestep)
+        shared = table.shared_decision(group, state)
+        plan = self.policy.plan_step(state, inputs, self, shared)
+        if shared is None:
+            table.record_decision(group, state, plan.reuse)
         if plan.reuse:
             state.counters.skipped_steps += 1
             output = self.policy.reuse_output(state, inputs, self)
@@ -176,6 +187,12 @@ class CachedGraph:
         if self.roles.weights is None or self.roles.weights_path is None:
             return ("any",)
         return tensor_identity(inputs[self.roles.weights])
+
+    @staticmethod
+    def _identity_of(index: int | None, inputs: Sequence) -> tuple | None:
+        if index is None or not isinstance(inputs[index], torch.Tensor):
+            return None
+        return tensor_identity(inputs[index])
 
     def _identity(self, inputs: Sequence) -> tuple:
         if self.roles.context is None:

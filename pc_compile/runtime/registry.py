@@ -18,7 +18,22 @@ _graphs: dict[object, list[weakref.ref]] = {}
 
 
 def register(owner, graph) -> None:
-    _graphs.setdefault(_kind(owner), []).append(weakref.ref(graph))
+    """List ``graph`` for ``owner``'s kind. Graphs compiled earlier for this very model with
+    another configuration are forgotten: a new ``torch.compile`` of the model replaces them,
+    and ``stats`` must describe what runs now."""
+    refs = _graphs.setdefault(_kind(owner), [])
+    if isinstance(owner, torch.nn.Module):
+        kept = []
+        for ref in refs:
+            old = ref()
+            if old is None:
+                continue
+            key = old.weights_key_of(owner)
+            if old.config != graph.config and key is not None and key in old.tables:
+                continue
+            kept.append(ref)
+        refs[:] = kept
+    refs.append(weakref.ref(graph))
 
 
 def tables_of(owner) -> list:

@@ -93,6 +93,7 @@ class StreamTable:
         self._retired: list[StreamState] = []
         self._names = 0
         self._short_lived = 0
+        self._group: tuple | None = None
 
     def lookup(self, identity: tuple, signature: tuple) -> StreamState:
         """The stream for a call: by explicit name if one is set, else by ``identity``; a
@@ -138,6 +139,18 @@ class StreamTable:
         state.last_timestep = timestep
         state.counters.steps += 1
 
+    def shared_decision(self, group: tuple, state: StreamState) -> bool | None:
+        """The decision another stream took for this step (same latent and timestep)."""
+        if group[0] is None or self._group is None:
+            return None
+        key, leader, reuse = self._group
+        if key != group or leader is state:
+            return None
+        return reuse
+
+    def record_decision(self, group: tuple, state: StreamState, reuse: bool) -> None:
+        self._group = (group, state, reuse)
+
     def all_streams(self) -> list[StreamState]:
         return self._retired + list(self._live.values())
 
@@ -146,3 +159,4 @@ class StreamTable:
         self._retired.clear()
         self._names = 0
         self._short_lived = 0
+        self._group = None

@@ -108,7 +108,7 @@ class ReuseEveryOtherStep(Policy):
 
     name = "test-reuse"
 
-    def plan_step(self, state, inputs, graph):
+    def plan_step(self, state, inputs, graph, shared=None):
         return StepPlan(reuse=state.step_in_generation % 2 == 1)
 
     def reuse_output(self, state, inputs, graph):

@@ -17,8 +17,7 @@ def make_policy(config, spec, chain_pairs) -> Policy:
         return Policy()
     step_rule = block_rule = None
     if config.step_rule == "lfcache":
-        step_rule = LFCache(config.alpha, config.warmup_steps, config.lowpass_radius,
-                            config.accumulate)
+        step_rule = LFCache(config.alpha, config.warmup_steps, config.lowpass_radius)
         if config.step_reuse == "residual" and chain_pairs is None:
             raise PolicyUnsupported(
                 "step_reuse='residual' needs one list of identical blocks whose last block "

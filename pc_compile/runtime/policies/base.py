@@ -3,7 +3,8 @@
 A policy answers, once per step of a stream: reuse the cache, or compute (and which blocks)?
 It keeps whatever it needs in ``StreamState.cache``. The engine (``cached_graph.py``) calls:
 
-``plan_step``       before the step: a ``StepPlan``;
+``plan_step``       before the step: a ``StepPlan``; ``shared`` is the decision another
+                    guidance branch of the same step took (None: this call decides);
 ``reuse_output``    when the plan reuses: the step's output, built from the cache;
 ``after_full_step`` after a computed step, with the output and (if asked) the blocks' state
                     inputs and outputs, to refresh the cache;
@@ -44,7 +45,7 @@ class Policy:
     name = "off"
     probe_cost = 0.0
 
-    def plan_step(self, state, inputs, graph) -> StepPlan:
+    def plan_step(self, state, inputs, graph, shared: bool | None = None) -> StepPlan:
         return StepPlan()
 
     def reuse_output(self, state, inputs, graph):

@@ -1,23 +1,27 @@
 """LFCache: the step guard of PreciseCache, driven by the low-resolution probe.
 
-Each step, the probe (``runtime/probe.py``) predicts at low resolution; its low-frequency
-spectrum (``runtime/lfd.py``) is compared with the previous step's (the LFD). The step reuses
-the cache while the accumulated measure since the last computed step stays under
-``delta = alpha x`` (the largest single-step measure seen in this generation); otherwise the
-full network runs and the accumulator restarts.
+Each step, the probe (``runtime/probe.py``) predicts at low resolution and its low-frequency
+spectrum is taken (``runtime/lfd.py``). The LFD, ``|| LF_i - LF_(i-1) ||``, is accumulated
+over the steps since the last computed one; the step reuses the cache while the sum stays
+under ``delta = alpha x`` the largest LFD seen in this generation, as in the paper. Otherwise
+the full network runs and the sum restarts.
 
-What is accumulated (``accumulate``):
+What we keep and what we changed, from measurements on the reference models (BENCHMARKS.md):
 
-``"lfd"``        the paper's rule: the sum of consecutive probe LFDs.
-``"lfd_step"``   each LFD weighted by the step's size, ``t_(i-1) - t_i``. A reused output
-                 enters the sampler as ``x += (sigma_next - sigma) v``: its error in the
-                 latent is proportional to the step size, and shifted flow-matching schedules
-                 take steps several times larger at the end than in the middle, where the raw
-                 LFD is smallest. The weighted sum follows the error the reuse actually makes.
+* the rule itself is the paper's. Its LFD is large at the start and at the end of sampling,
+  which are exactly the steps whose reuse costs the most PSNR (measured one step at a time),
+  so it spends compute where it matters;
+* a reused step returns the linear extrapolation of the last two computed outputs, not the
+  last output (``step_reuse``, in ``precisecache.py``): with plain reuse the rule lost to
+  uniform step skipping at equal compute, with extrapolation it wins;
+* the guidance branches of one step take one decision (``cached_graph.py``), so a reused
+  step never pairs a fresh cond with a stale uncond;
+* the final step of a schedule (a timestep smaller than the step before it) always computes:
+  reusing it was the costliest single reuse measured.
 
-Warm-up steps (the first ``warmup_steps`` of a generation) always compute. A probe output
-that is not finite forces a full step and is counted (``nonfinite_probes``). All arithmetic
-stays on the device; one boolean per step is read by the host.
+The first ``warmup_steps`` of a generation always compute. A probe output that is not finite
+forces a full step and is counted (``nonfinite_probes``). All arithmetic stays on the device;
+one tensor of a few numbers is read by the host per step.
 """
 
 from __future__ import annotations
@@ -27,47 +31,64 @@ import torch
 from pc_compile.runtime.lfd import lfd, low_frequencies
 
 
-class LFCache:
-    """The step rule. ``decide`` returns True to reuse; ``computed`` records a full step."""
+def extrapolate(history: list, t: float | None):
+    """The value at ``t`` predicted from ``history`` = [(t_b, v_b), (t_a, v_a)] (oldest first):
+    linear in the timestep through the last two, or the last one alone."""
+    t_a, v_a = history[-1]
+    if len(history) < 2 or t is None:
+        return v_a
+    t_b, v_b = history[-2]
+    if t_a == t_b:
+        return v_a
+    return v_a + (v_a - v_b) * ((t - t_a) / (t_a - t_b))
 
-    def __init__(self, alpha: float, warmup_steps: int, radius: float, accumulate: str):
+
+def remember(history: list, t: float | None, value, keep: int = 2) -> None:
+    history.append((t, value))
+    del history[:-keep]
+
+
+class LFCache:
+    """The step rule. ``decide`` returns whether to reuse."""
+
+    def __init__(self, alpha: float, warmup_steps: int, radius: float):
         self.alpha = alpha
         self.warmup_steps = warmup_steps
         self.radius = radius
-        self.accumulate = accumulate
 
     def decide(self, state, inputs, graph, extra: torch.Tensor | None = None):
         """(reuse?, trace info, host copy of ``extra``): one device-to-host read in all."""
         cache = state.cache
-        probe_video = graph.probe(inputs)
+        spectrum = low_frequencies(graph.probe(inputs), self.radius)
         state.counters.probe_evals += 1
-        spectrum = low_frequencies(probe_video, self.radius)
+        t = state.last_timestep
         previous = cache.get("lf_previous")
-        cache["lf_previous"] = spectrum
-        t, previous_t = state.last_timestep, cache.get("t_previous")
-        cache["t_previous"] = t
+        previous_t = cache.get("t_previous")
+        cache["lf_previous"], cache["t_previous"] = spectrum, t
         if previous is None:  # the first step of a generation: nothing to compare with
             return False, {}, _host(extra)
+
         step = lfd(spectrum, previous)
-        if self.accumulate == "lfd_step" and t is not None and previous_t is not None:
-            step = step * (abs(previous_t - t) / 1000.0)
+        gap = previous_t - t if t is not None and previous_t is not None else 0.0
         finite = torch.isfinite(step)
-        safe = torch.where(finite, step, torch.zeros_like(step))
-        largest = torch.maximum(cache.get("largest", safe), safe)
-        accumulated = cache.get("accumulated", torch.zeros_like(step)) + safe
+        zero = torch.zeros_like(step)
+        largest = torch.maximum(cache.get("largest", zero), torch.where(finite, step, zero))
+        accumulated = cache.get("accumulated", zero) + torch.where(finite, step, zero)
         threshold = self.alpha * largest
-        reuse_t = (accumulated <= threshold) & finite
-        values = [reuse_t.float(), finite.float(), step, accumulated, threshold]
+        reuse_ok = (accumulated <= threshold) & finite
+        values = [reuse_ok, finite, step, accumulated, threshold]
         if extra is not None:
-            values.append(extra.reshape(-1).float())
+            values.append(extra)
         packed = torch.cat([v.reshape(-1).float() for v in values]).tolist()
-        reuse_ok, is_finite, step_v, accumulated_v, threshold_v = packed[:5]
-        if not is_finite:
+        reuse_ok_v, finite_v, step_v, accumulated_v, threshold_v = packed[:5]
+
+        if not finite_v:
             state.counters.nonfinite_probes += 1
-        warm = state.step_in_generation < self.warmup_steps or "output" not in cache
-        reuse = bool(reuse_ok) and not warm
+        warm = state.step_in_generation < self.warmup_steps
+        final = t is not None and 0 <= t < gap
+        reuse = bool(reuse_ok_v) and not warm and not final and graph.policy.can_reuse(state)
         cache["largest"] = largest
-        cache["accumulated"] = accumulated if reuse else torch.zeros_like(step)
+        cache["accumulated"] = accumulated if reuse else zero
         info = {"metric": step_v, "accumulated": accumulated_v, "threshold": threshold_v}
         return reuse, info, (packed[5:] if extra is not None else None)
 

@@ -1,0 +1,149 @@
+"""PreciseCache end to end on the tiny models (pieces run eagerly, so this is fast)."""
+
+import math
+
+import pytest
+import torch
+
+import pc_compile
+from tests.tiny_models import ALL, PlainDiT, build, first_output
+
+# Tiny latents: let the probe shrink to a token per frame so that it is cheaper than a step.
+EAGER = {"piece_compiler": "eager", "probe_min_tokens": 1}
+
+
+def _schedule(steps=12):
+    """A shifted flow-matching schedule (shift 3), as WanPipeline's scheduler gives it."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    scheduler.set_timesteps(steps)
+    return scheduler.timesteps.tolist()
+
+
+TIMESTEPS = _schedule()
+
+
+def generate(compiled, tiny, conditions=(1, 2)):
+    outputs = []
+    with torch.no_grad():
+        for t in TIMESTEPS:
+            for c in conditions:
+                outputs.append(first_output(compiled(**tiny.make_inputs(t * tiny.timestep_scale,
+                                                                       c))))
+    return outputs
+
+
+SUPPORTED = sorted(set(ALL) - {"hunyuan_video15"})
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+@pytest.mark.parametrize("preset", ["base", "turbo", "flash"])
+def test_every_preset_runs_on_every_model(name, preset):
+    torch._dynamo.reset()
+    tiny = build(name)
+    compiled = torch.compile(tiny.model, backend="precisecache", options={"preset": preset, **EAGER})
+    outputs = generate(compiled, tiny)
+    assert all(torch.isfinite(o).all() for o in outputs)
+    stats = pc_compile.stats(compiled, detail=True)
+    assert stats["steps"] == 2 * len(TIMESTEPS) and stats["streams"] == 2
+    # One probe per step: the uncond branch follows the cond branch's decision.
+    assert stats["probe_evals"] == len(TIMESTEPS)
+    assert 0 < stats["compute_fraction"] < 1.2
+    trace = stats["per_stream"]["stream0"]["trace"]
+    assert [e["step"] for e in trace] == list(range(len(TIMESTEPS)))
+    assert trace[0]["computed"] and trace[-1]["computed"]  # warm-up and final step
+    if preset == "flash" and stats["full_steps"] > 2:
+        assert stats["block_bypasses"] > 0
+
+
+def test_the_same_inputs_give_the_same_schedule_and_outputs():
+    tiny = build("wan")
+    results = []
+    for _ in range(2):
+        torch._dynamo.reset()
+        compiled = torch.compile(tiny.model, backend="precisecache",
+                                 options={"preset": "flash", "alpha": 2.0, **EAGER})
+        outputs = generate(compiled, tiny)
+        trace = pc_compile.stats(compiled, detail=True)["per_stream"]["stream0"]["trace"]
+        results.append((outputs, [(e["computed"], e["blocks"]) for e in trace]))
+    assert results[0][1] == results[1][1]
+    assert any(not computed for computed, _ in results[0][1])
+    for a, b in zip(results[0][0], results[1][0]):
+        assert torch.equal(a, b)
+
+
+def test_guards_forced_to_compute_equal_preset_off_exactly():
+    tiny = build("wan")
+    torch._dynamo.reset()
+    off = generate(torch.compile(tiny.model, backend="precisecache",
+                                 options={"preset": "off", **EAGER}), tiny)
+    torch._dynamo.reset()
+    forced = torch.compile(tiny.model, backend="precisecache",
+                           options={"preset": "turbo", "alpha": 1e-12, **EAGER})
+    outputs = generate(forced, tiny)
+    assert pc_compile.stats(forced)["skipped_steps"] == 0
+    for a, b in zip(off, outputs):
+        assert torch.equal(a, b)
+
+
+class NaNAtLowResolution(PlainDiT):
+    """Returns NaN whenever the latent is smaller than the full 8x8: the probe is broken."""
+
+    def forward(self, hidden_states, timestep, encoder_hidden_states):
+        out = super().forward(hidden_states, timestep, encoder_hidden_states)
+        if hidden_states.shape[-1] < 8:
+            out = out * math.nan
+        return out
+
+
+def test_a_non_finite_probe_forces_full_steps_and_is_counted():
+    torch._dynamo.reset()
+    tiny = build("plain_dit")
+    model = NaNAtLowResolution()
+    model.load_state_dict(tiny.model.state_dict())
+    model.eval()
+    compiled = torch.compile(model, backend="precisecache",
+                             options={"preset": "turbo", "alpha": 50.0, **EAGER})
+    outputs = generate(compiled, tiny)
+    stats = pc_compile.stats(compiled)
+    assert stats["skipped_steps"] == 0
+    assert stats["per_stream"]["stream0"]["nonfinite_probes"] == len(TIMESTEPS) - 1
+    assert all(torch.isfinite(o).all() for o in outputs)
+
+
+def test_reuse_forms():
+    tiny = build("wan")
+    for reuse in ("output", "residual", "extrapolate"):
+        torch._dynamo.reset()
+        compiled = torch.compile(tiny.model, backend="precisecache",
+                                 options={"preset": "turbo", "alpha": 3.0, "step_reuse": reuse,
+                                          **EAGER})
+        outputs = generate(compiled, tiny, conditions=(1,))
+        stats = pc_compile.stats(compiled, detail=True)
+        assert stats["skipped_steps"] > 0
+        trace = stats["per_stream"]["stream0"]["trace"]
+        skipped = [i for i, e in enumerate(trace) if not e["computed"]]
+        i = skipped[0]
+        if reuse == "output":
+            assert torch.equal(outputs[i], outputs[i - 1])
+        else:
+            assert not torch.equal(outputs[i], outputs[i - 1])
+
+
+def test_residual_reuse_on_two_block_lists_is_a_clear_error():
+    torch._dynamo.reset()
+    tiny = build("hunyuan_video")
+    compiled = torch.compile(tiny.model, backend="precisecache",
+                             options={"preset": "turbo", "step_reuse": "residual", **EAGER})
+    with pytest.raises(Exception, match="step_reuse='residual' needs one list of identical"):
+        generate(compiled, tiny)
+
+
+def test_a_probe_as_costly_as_a_step_is_reported():
+    torch._dynamo.reset()
+    tiny = build("flux")  # 4x4 tokens: at 16 tokens per frame the probe cannot shrink
+    compiled = torch.compile(tiny.model, backend="precisecache",
+                             options={"preset": "turbo", "piece_compiler": "eager"})
+    with pytest.warns(UserWarning, match="the probe costs 100% of a step"):
+        generate(compiled, tiny, conditions=(1,))
