@@ -24,7 +24,13 @@ from pathlib import Path
 
 import torch
 
-from . import counting, metrics, models, sampling
+from . import (
+    counting,
+    metrics,
+    models,
+    ours,  # noqa: F401  (registers the project's own methods)
+    sampling,
+)
 from .methods import REGISTRY, Env
 
 PSNR_CAP = 100.0  # PSNR of identical outputs (infinite) is written as this value
