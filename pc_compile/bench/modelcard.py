@@ -26,6 +26,20 @@ def render(name: str, command: str, extra: str = "") -> str:
     size_mb = (root / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
     cfg_lines = "\n".join(f"| `{k}` | `{v}` |" for k, v in cfg.items() if not k.startswith("_"))
     classes = ", ".join(f"{i}: {data.class_name(i)}" for i in range(ref["num_classes"]))
+    stages = []
+    rec = tr
+    while rec is not None:
+        stages.insert(0, rec)
+        rec = rec.get("previous")
+    total_min = sum(r["wall_time_s"] for r in stages) / 60
+    total_steps = sum(r["steps"] for r in stages)
+    staged = ""
+    if len(stages) > 1:
+        parts = [f"{r['steps']} steps at learning rate {r['lr']} (batch {r['batch']}, warm-up "
+                 f"{r['warmup']}, data seed {r['seed']}, {r['wall_time_s'] / 60:.1f} min)"
+                 for r in stages]
+        staged = (" Training ran in " + str(len(stages)) + " runs, each continuing from the"
+                  " previous run's saved (EMA) weights: " + "; then ".join(parts) + ".")
     short = ""
     if tr.get("short_frames"):
         short = (f" The first {tr['short_until_step']} steps used random {tr['short_frames']}-frame"
@@ -60,18 +74,18 @@ classifier-free guidance is meaningful.
 Flow matching as in Wan: `x_t = (1 - s) x0 + s noise`, `s = sigmoid(n)` with `n ~ N(0, 1)`
 (logit-normal), timestep `1000 s`, the network predicts `noise - x0`, MSE loss. AdamW (betas
 0.9/0.99, no weight decay), learning rate {tr['lr']} with {tr['warmup']} warm-up steps and cosine
-decay to 10%, gradient clipping at 1, batch {tr['batch']}, {tr['steps']} steps, EMA of the weights
-(decay {tr['ema']}; the EMA weights are saved).{short}
+decay to 10%, gradient clipping at 1, batch {tr['batch']}, {total_steps} steps, EMA of the weights
+(decay {tr['ema']}; the EMA weights are saved).{short}{staged}
 
 | | |
 |---|---|
-| steps | {tr['steps']} (batch {tr['batch']}) |
+| steps | {total_steps} (batch {tr['batch']}) |
 | final loss (mean of the last 100 steps) | {tr['final_loss_last100']:.4f} |
-| training time | {tr['wall_time_s'] / 60:.1f} min on {tr['threads']} CPU thread(s) |
+| training time | {total_min:.1f} min on {tr['threads']} CPU thread(s) |
 | device | {tr['device']} (no GPU) |
 | latent | {c} x {f} x {h} x {w} (C, F, H, W); model layout `{models.LAYOUTS[ref['arch']]}` |
 
-The loss per step is in `loss.json`.
+The loss per step of the last run is in `loss.json`.
 {extra}
 ## Reproduce
 

@@ -177,3 +177,24 @@ def test_quick_bench(tmp_path):
     uni = [r for r in rows if r["method"] == "uniform"]
     assert all(0 < r["compute_fraction"] < 1 for r in uni)
     assert (tmp_path / "pareto.png").is_file()
+
+
+@torch.no_grad()
+def test_hook_methods_start_fresh_each_generation():
+    from pc_compile.bench.methods import REGISTRY, Env
+
+    m, info = _tiny_wan()
+    c = torch.zeros(2, 3, 8)
+    info = dict(info, name="tiny", layout="BCFHW", latent_shape=(4, 2, 4, 4),
+                class_embeddings=torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(1)),
+                null_embedding=c[0])
+    ref = sampling.sample(sampling.plain(m), info, 1, 0, "euler", 6)
+    env = Env(info=info, scheduler="euler", steps=6, base_model=m)
+    for name, setting in [("first-block-cache", 0.3), ("uniform", 0.5)]:
+        run = REGISTRY[name].make(env.fresh_model(), setting, env)
+        outs = []
+        for _ in range(2):
+            run.reset()
+            outs.append(sampling.sample(run.fn, info, 1, 0, "euler", 6))
+        assert torch.equal(outs[0], outs[1]), name
+        assert not torch.equal(outs[0], ref), name  # the method did skip something
