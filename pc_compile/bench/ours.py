@@ -60,18 +60,19 @@ def _make(**fixed):
 
 
 register(Method(
-    "precisecache", _make(preset="turbo"), sweep=[0.5, 0.7, 1.0, 1.5],
+    "precisecache", _make(preset="turbo"), sweep=[0.5, 0.7, 1.0],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache (probe 2x4x4 + LFD), extrapolated reuse; alpha 0.5 = base, 0.7 = turbo",
 ))
 register(Method(
-    "precisecache-flash", _make(preset="flash"), sweep=[0.7, 1.5], full_sweep=[0.5, 0.7, 1.0, 1.5],
+    "precisecache-flash", _make(preset="flash"), sweep=[0.7],
+    full_sweep=[0.5, 0.7, 1.0, 1.5],
     mode="compiled", self_counted=True, setting_name="alpha",
     notes="turbo + BlockCache (40% of blocks, L = 3); alpha 0.7 = flash",
 ))
 register(Method(
-    "precisecache-paper", _make(preset="turbo", step_reuse="output"), sweep=[0.5, 0.7, 1.5],
+    "precisecache-paper", _make(preset="turbo", step_reuse="output"), sweep=[0.7],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.5, 2.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache with the paper's plain output reuse (ablation)",
