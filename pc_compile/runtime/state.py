@@ -139,7 +139,7 @@ class StreamTable:
         state.last_timestep = timestep
         state.counters.steps += 1
 
-    def shared_decision(self, group: tuple, state: StreamState) -> bool | None:
+    def shared_decision(self, group: tuple, state: StreamState) -> bool | str | None:
         """The decision another stream took for this step (same latent and timestep)."""
         if group[0] is None or self._group is None:
             return None
@@ -148,7 +148,7 @@ class StreamTable:
             return None
         return reuse
 
-    def record_decision(self, group: tuple, state: StreamState, reuse: bool) -> None:
+    def record_decision(self, group: tuple, state: StreamState, reuse: bool | str) -> None:
         self._group = (group, state, reuse)
 
     def all_streams(self) -> list[StreamState]:

@@ -23,7 +23,7 @@ import torch
 
 @dataclass
 class StepPlan:
-    reuse: bool = False
+    reuse: bool | str = False  # False, or how the step reuses (a policy's own word)
     compute_blocks: list[bool] | None = None  # None: compute every block
     residuals: list[tuple[torch.Tensor, ...] | None] | None = None  # per bypassed block
     record_blocks: bool = False  # hand the blocks' inputs/outputs to after_full_step

@@ -11,9 +11,11 @@ What we keep and what we changed, from measurements on the reference models (BEN
 * the rule itself is the paper's. Its LFD is large at the start and at the end of sampling,
   which are exactly the steps whose reuse costs the most PSNR (measured one step at a time),
   so it spends compute where it matters;
-* a reused step returns the linear extrapolation of the last two computed outputs, not the
-  last output (``step_reuse``, in ``precisecache.py``): with plain reuse the rule lost to
-  uniform step skipping at equal compute, with extrapolation it wins;
+* a reused step may return the linear extrapolation (in the timestep) of the last two
+  computed outputs instead of the last output (``step_reuse="extrapolate"``): the probe,
+  extrapolated the same way, says which of the two is closer to this step at low frequency,
+  and that one is used. Extrapolation is worth 3-5 dB on regular schedules, but overshoots
+  where the prediction turns (the first steps of a generation), where the plain output wins;
 * the guidance branches of one step take one decision (``cached_graph.py``), so a reused
   step never pairs a fresh cond with a stale uncond;
 * the final step of a schedule (a timestep smaller than the step before it) always computes:
@@ -51,10 +53,11 @@ def remember(history: list, t: float | None, value, keep: int = 2) -> None:
 class LFCache:
     """The step rule. ``decide`` returns whether to reuse."""
 
-    def __init__(self, alpha: float, warmup_steps: int, radius: float):
+    def __init__(self, alpha: float, warmup_steps: int, radius: float, extrapolate: bool):
         self.alpha = alpha
         self.warmup_steps = warmup_steps
         self.radius = radius
+        self.extrapolate = extrapolate
 
     def decide(self, state, inputs, graph, extra: torch.Tensor | None = None):
         """(reuse?, trace info, host copy of ``extra``): one device-to-host read in all."""
@@ -65,7 +68,9 @@ class LFCache:
         previous = cache.get("lf_previous")
         previous_t = cache.get("t_previous")
         cache["lf_previous"], cache["t_previous"] = spectrum, t
+        computed = cache.setdefault("lf_computed", [])  # (t, spectrum) of computed steps
         if previous is None:  # the first step of a generation: nothing to compare with
+            remember(computed, t, spectrum)
             return False, {}, _host(extra)
 
         step = lfd(spectrum, previous)
@@ -76,11 +81,17 @@ class LFCache:
         accumulated = cache.get("accumulated", zero) + torch.where(finite, step, zero)
         threshold = self.alpha * largest
         reuse_ok = (accumulated <= threshold) & finite
-        values = [reuse_ok, finite, step, accumulated, threshold]
+        # Which reuse is closer to this step at low frequency: the last computed output, or the
+        # extrapolation of the last two? The probe sees it; the choice costs no extra read.
+        if self.extrapolate and len(computed) == 2:
+            better = lfd(spectrum, extrapolate(computed, t)) < lfd(spectrum, computed[-1][1])
+        else:
+            better = torch.zeros((), dtype=torch.bool, device=step.device)
+        values = [reuse_ok, finite, step, accumulated, threshold, better]
         if extra is not None:
             values.append(extra)
         packed = torch.cat([v.reshape(-1).float() for v in values]).tolist()
-        reuse_ok_v, finite_v, step_v, accumulated_v, threshold_v = packed[:5]
+        reuse_ok_v, finite_v, step_v, accumulated_v, threshold_v, better_v = packed[:6]
 
         if not finite_v:
             state.counters.nonfinite_probes += 1
@@ -90,7 +101,10 @@ class LFCache:
         cache["largest"] = largest
         cache["accumulated"] = accumulated if reuse else zero
         info = {"metric": step_v, "accumulated": accumulated_v, "threshold": threshold_v}
-        return reuse, info, (packed[5:] if extra is not None else None)
+        if not reuse:
+            remember(computed, t, spectrum)
+        info["extrapolate"] = bool(better_v)
+        return reuse, info, (packed[6:] if extra is not None else None)
 
 
 def _host(extra: torch.Tensor | None) -> list | None:

@@ -4,10 +4,11 @@ A step first asks the step rule whether to reuse. A reused step returns the cach
 three forms (``step_reuse``):
 
 ``"extrapolate"``  the linear extrapolation, in the timestep, of the outputs of the last two
-                   computed steps (the last one alone until there are two). Measured on the
-                   reference models, it keeps 3-5 dB more PSNR than plain reuse on the same
-                   schedule (BENCHMARKS.md): the prediction of a flow-matching model moves
-                   smoothly with the timestep, so a first-order step follows it much better.
+                   computed steps, or the last output, whichever the probe finds closer to
+                   this step (LFCache decides, see ``lfcache.py``). Measured on the reference
+                   models, extrapolation keeps 3-5 dB more PSNR than plain reuse on regular
+                   schedules (BENCHMARKS.md): the prediction of a flow-matching model moves
+                   smoothly with the timestep, so a first-order step follows it better.
 ``"output"``       the output of the last computed step, as it was (the paper's reuse);
 ``"residual"``     the blocks' residual of the last computed step (last block's output minus
                    first block's input) added to this step's first-block input, then this
@@ -37,22 +38,29 @@ class PreciseCachePolicy(Policy):
         self.step_reuse = step_reuse
         self.probe_cost = probe_cost
 
-    def plan_step(self, state, inputs, graph, shared: bool | None = None) -> StepPlan:
+    def plan_step(self, state, inputs, graph, shared: str | None = None) -> StepPlan:
         pending = self.block_rule.pending(state) if self.block_rule else None
         info: dict = {}
         reuse = False
+        mode = None
         if self.step_rule is not None and shared is None:
             reuse, info, norms = self.step_rule.decide(state, inputs, graph, pending)
+            if reuse:
+                extrapolated = self.step_reuse == "extrapolate" and info.pop("extrapolate")
+                mode = "extrapolate" if extrapolated else (
+                    "output" if self.step_reuse == "extrapolate" else self.step_reuse)
+            info.pop("extrapolate", None)
         else:
             # Following another branch's decision (or no step rule): no probe of our own.
             norms = _host(pending)
             if shared is not None:
-                reuse = shared and self.step_rule is not None and self.can_reuse(state)
+                reuse = bool(shared) and self.step_rule is not None and self.can_reuse(state)
                 info = {"followed": True}
+                mode = shared if reuse else None
         if self.block_rule is not None:
             self.block_rule.absorb(state, norms)
         if reuse:
-            plan = StepPlan(reuse=True)
+            plan = StepPlan(reuse=mode)
         elif self.block_rule is not None:
             plan = self.block_rule.plan(state)
         else:
@@ -63,6 +71,7 @@ class PreciseCachePolicy(Policy):
             "step": state.step_in_generation,
             "timestep": state.last_timestep,
             "computed": not reuse,
+            "reuse": mode if reuse else None,
             "blocks": None if reuse else (
                 [True] * len(graph.spec.blocks) if plan.compute_blocks is None
                 else list(plan.compute_blocks)
@@ -76,10 +85,11 @@ class PreciseCachePolicy(Policy):
         return bool(state.cache.get(key))
 
     def reuse_output(self, state, inputs, graph):
-        if self.step_reuse == "residual":
+        mode = state.trace[-1]["reuse"]
+        if mode == "residual":
             return graph.run_chain_residual(inputs, state.cache["chain_residual"])
         outputs = state.cache["outputs"]
-        if self.step_reuse == "output" or len(outputs) < 2:
+        if mode != "extrapolate" or len(outputs) < 2:
             return graph.copy_output(outputs[-1][1])
         t = state.last_timestep
         (t_b, old), (t_a, new) = outputs[-2], outputs[-1]
