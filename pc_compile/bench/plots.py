@@ -65,8 +65,10 @@ def schedule(schedules: list[dict], model: str, path: Path, first: str | None = 
 
         img = np.full((2 * nb + 1, steps), np.nan)
         for name, step, share in c["calls"]:
-            off = 0 if name == "cond" else nb + 1
-            img[off: off + nb, step] = share
+            # A batched call holds both branches: draw it in both rows.
+            offs = {"cond": [0], "uncond": [nb + 1]}.get(name, [0, nb + 1])
+            for off in offs:
+                img[off: off + nb, step] = share
         ax.imshow(img, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
         ax.set_yticks([(nb - 1) / 2, nb + 1 + (nb - 1) / 2], ["cond", "uncond"], fontsize=7)
         ax.set_xticks(range(0, steps, max(1, steps // 10)))

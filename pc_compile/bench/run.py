@@ -39,7 +39,7 @@ DEFAULTS = {
     "models": ["wan-tiny", "cogvideox-tiny"],
     "schedulers": ["euler", "unipc"],
     "steps": [30],
-    "prompts": 2,
+    "prompts": 1,
 }
 
 
