@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 _MARKERS = "osD^v<>pP*Xh"
 
 
-def pareto(rows: list[dict], path: Path) -> None:
+def pareto(rows: list[dict], path: Path, cap: float = 100.0) -> None:
     """PSNR against compute fraction: one panel per model x scheduler x steps."""
     panels = sorted({(r["model"], r["scheduler"], r["steps"]) for r in rows})
     methods = sorted({r["method"] for r in rows if r["method"] != "none"})
@@ -21,11 +21,13 @@ def pareto(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 4.3 * nrow), squeeze=False)
     for ax, (model, sched, steps) in zip(axes.flat, panels):
         for k, m in enumerate(methods):
+            # Outputs identical to the uncached one (PSNR at the cap) are left out.
             pts = sorted((r["compute_fraction"], r["psnr"]) for r in rows
                          if (r["model"], r["scheduler"], r["steps"], r["method"])
-                         == (model, sched, steps, m))
+                         == (model, sched, steps, m) and r["psnr"] < cap)
             if pts:
-                ax.plot(*zip(*pts), marker=_MARKERS[k % len(_MARKERS)], label=m, lw=1.2, ms=4)
+                ax.plot(*zip(*pts), marker=_MARKERS[k % len(_MARKERS)], label=m, lw=1.2, ms=4,
+                        color=plt.cm.tab20(k % 20))
         ax.set_title(f"{model}, {sched}, {steps} steps", fontsize=10)
         ax.set_xlabel("compute fraction (block evaluations / steps x blocks)")
         ax.set_ylabel("PSNR vs uncached (dB)")
