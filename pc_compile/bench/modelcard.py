@@ -93,8 +93,8 @@ The loss per step of the last run is in `loss.json`.
 {command}
 ```
 
-Training is deterministic given the seed on the same machine and torch build; a different CPU or
-thread count gives slightly different weights.
+Runs are seeded (initialisation, data, noise); a different CPU, torch build or thread count can
+give slightly different weights.
 
 ## Use
 
