@@ -54,7 +54,7 @@ class PreciseCacheConfig:
     alpha: float = 0.7
     warmup_steps: int = 2
     probe_downsample: tuple[int, int, int] = (2, 4, 4)
-    probe_min_tokens: int = 16
+    probe_min_tokens: int = 4
     lowpass_radius: float = 0.2
     step_reuse: str = "extrapolate"
     block_rule: str = "none"

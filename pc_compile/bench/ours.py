@@ -60,7 +60,7 @@ def _make(**fixed):
 
 
 register(Method(
-    "precisecache", _make(preset="turbo"), sweep=[0.5, 0.7, 1.0],
+    "precisecache", _make(preset="turbo"), sweep=[0.5, 0.7, 1.0, 1.5],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache (probe 2x4x4 + LFD), extrapolated reuse; alpha 0.5 = base, 0.7 = turbo",

@@ -18,7 +18,7 @@ def make_policy(config, spec, chain_pairs) -> Policy:
     step_rule = block_rule = None
     if config.step_rule == "lfcache":
         step_rule = LFCache(config.alpha, config.warmup_steps, config.lowpass_radius,
-                            extrapolate=config.step_reuse == "extrapolate")
+                            extrapolate=config.step_reuse in ("extrapolate", "residual"))
         if config.step_reuse == "residual" and chain_pairs is None:
             raise PolicyUnsupported(
                 "step_reuse='residual' needs one list of identical blocks whose last block "

@@ -18,8 +18,9 @@ What we keep and what we changed, from measurements on the reference models (BEN
   where the prediction turns (the first steps of a generation), where the plain output wins;
 * the guidance branches of one step take one decision (``cached_graph.py``), so a reused
   step never pairs a fresh cond with a stale uncond;
-* the final step of a schedule (a timestep smaller than the step before it) always computes:
-  reusing it was the costliest single reuse measured.
+* the last steps of a schedule, where the remaining timestep is within 1.5 steps of zero
+  (the final step of Euler and UniPC schedules, and Euler's one before it), always compute:
+  reusing them were the costliest single reuses measured.
 
 The first ``warmup_steps`` of a generation always compute. A probe output that is not finite
 forces a full step and is counted (``nonfinite_probes``). All arithmetic stays on the device;
@@ -96,7 +97,7 @@ class LFCache:
         if not finite_v:
             state.counters.nonfinite_probes += 1
         warm = state.step_in_generation < self.warmup_steps
-        final = t is not None and 0 <= t < gap
+        final = t is not None and 0 <= t < 1.5 * gap
         reuse = bool(reuse_ok_v) and not warm and not final and graph.policy.can_reuse(state)
         cache["largest"] = largest
         cache["accumulated"] = accumulated if reuse else zero

@@ -10,9 +10,10 @@ three forms (``step_reuse``):
                    schedules (BENCHMARKS.md): the prediction of a flow-matching model moves
                    smoothly with the timestep, so a first-order step follows it better.
 ``"output"``       the output of the last computed step, as it was (the paper's reuse);
-``"residual"``     the blocks' residual of the last computed step (last block's output minus
-                   first block's input) added to this step's first-block input, then this
-                   step's epilogue: the prologue and epilogue see the current timestep, as
+``"residual"``     the blocks' residual (last block's output minus first block's input) of the
+                   last computed step, or its extrapolation from the last two, as the probe
+                   chooses, added to this step's first-block input, then this step's
+                   epilogue: the prologue and epilogue see the current timestep, as
                    first-block caches do.
 
 A computed step asks the block rule which blocks to run. Each step's decision is written to
@@ -45,11 +46,12 @@ class PreciseCachePolicy(Policy):
         mode = None
         if self.step_rule is not None and shared is None:
             reuse, info, norms = self.step_rule.decide(state, inputs, graph, pending)
+            extrapolated = info.pop("extrapolate", False)
             if reuse:
-                extrapolated = self.step_reuse == "extrapolate" and info.pop("extrapolate")
-                mode = "extrapolate" if extrapolated else (
-                    "output" if self.step_reuse == "extrapolate" else self.step_reuse)
-            info.pop("extrapolate", None)
+                mode = {
+                    ("extrapolate", True): "extrapolate", ("extrapolate", False): "output",
+                    ("residual", True): "residual_extrapolate", ("residual", False): "residual",
+                }.get((self.step_reuse, extrapolated), self.step_reuse)
         else:
             # Following another branch's decision (or no step rule): no probe of our own.
             norms = _host(pending)
@@ -81,17 +83,22 @@ class PreciseCachePolicy(Policy):
         return plan
 
     def can_reuse(self, state) -> bool:
-        key = "chain_residual" if self.step_reuse == "residual" else "outputs"
+        key = "chain_residuals" if self.step_reuse == "residual" else "outputs"
         return bool(state.cache.get(key))
 
     def reuse_output(self, state, inputs, graph):
         mode = state.trace[-1]["reuse"]
-        if mode == "residual":
-            return graph.run_chain_residual(inputs, state.cache["chain_residual"])
+        t = state.last_timestep
+        if mode in ("residual", "residual_extrapolate"):
+            history = state.cache["chain_residuals"]
+            if mode == "residual" or len(history) < 2:
+                return graph.run_chain_residual(inputs, history[-1][1])
+            (t_b, old), (t_a, new) = history
+            residual = tuple(extrapolate([(t_b, b), (t_a, a)], t) for a, b in zip(new, old))
+            return graph.run_chain_residual(inputs, residual)
         outputs = state.cache["outputs"]
         if mode != "extrapolate" or len(outputs) < 2:
             return graph.copy_output(outputs[-1][1])
-        t = state.last_timestep
         (t_b, old), (t_a, new) = outputs[-2], outputs[-1]
         return tuple(
             extrapolate([(t_b, b), (t_a, a)], t) if isinstance(a, torch.Tensor) else a
@@ -100,7 +107,8 @@ class PreciseCachePolicy(Policy):
 
     def after_full_step(self, state, inputs, output, record, plan, graph) -> None:
         if self.step_reuse == "residual":
-            state.cache["chain_residual"] = record.chain_residual
+            remember(state.cache.setdefault("chain_residuals", []), state.last_timestep,
+                     record.chain_residual)
         else:
             keep = 2 if self.step_reuse == "extrapolate" else 1
             remember(state.cache.setdefault("outputs", []), state.last_timestep, output, keep)
