@@ -36,10 +36,9 @@ def _text(seed, tokens=5, dim=TEXT):
     return torch.randn(1, tokens, dim, generator=torch.Generator().manual_seed(seed))
 
 
-def wan(num_layers=2):
-    from diffusers import WanTransformer3DModel
-
-    model = WanTransformer3DModel(
+def _wan_family(cls, name, num_layers):
+    """Wan and SkyReels-V2 share their configuration and call."""
+    model = cls(
         patch_size=(1, 2, 2), num_attention_heads=HEADS, attention_head_dim=HEAD_DIM,
         in_channels=4, out_channels=4, text_dim=TEXT, freq_dim=16, ffn_dim=32,
         num_layers=num_layers, cross_attn_norm=True, rope_max_seq_len=32,
@@ -50,24 +49,19 @@ def wan(num_layers=2):
         return dict(hidden_states=x, timestep=torch.tensor([t]),
                     encoder_hidden_states=_text(seed), return_dict=False)
 
-    return TinyModel("wan", model, make_inputs)
+    return TinyModel(name, model, make_inputs)
+
+
+def wan(num_layers=2):
+    from diffusers import WanTransformer3DModel
+
+    return _wan_family(WanTransformer3DModel, "wan", num_layers)
 
 
 def skyreels_v2(num_layers=2):
     from diffusers import SkyReelsV2Transformer3DModel
 
-    model = SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=HEADS, attention_head_dim=HEAD_DIM,
-        in_channels=4, out_channels=4, text_dim=TEXT, freq_dim=16, ffn_dim=32,
-        num_layers=num_layers, cross_attn_norm=True, rope_max_seq_len=32,
-    )
-    x = _latent(1, 4, 3, 8, 8)
-
-    def make_inputs(t, seed):
-        return dict(hidden_states=x, timestep=torch.tensor([t]),
-                    encoder_hidden_states=_text(seed), return_dict=False)
-
-    return TinyModel("skyreels_v2", model, make_inputs)
+    return _wan_family(SkyReelsV2Transformer3DModel, "skyreels_v2", num_layers)
 
 
 def hunyuan_video(num_layers=2):
