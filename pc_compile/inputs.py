@@ -27,14 +27,22 @@ _KEYWORD = re.compile(r"^L\['kwargs'\]\['(\w+)'\]$")
 _LOCAL = re.compile(r"^L\['(\w+)'\]$")
 
 
-def compiled_owner():
-    """The module (or function code) Dynamo is compiling right now, or None."""
+def compiling_frame():
+    """The frame Dynamo is translating right now (f_locals, f_code), or None.
+
+    A private API of Dynamo; without it there is no owner (stats) and no probe.
+    """
     try:
         from torch._dynamo.symbolic_convert import InstructionTranslator
 
-        tx = InstructionTranslator.current_tx()
-    except Exception:  # noqa: BLE001 - private API; without it stats fall back to nothing
+        return InstructionTranslator.current_tx()
+    except Exception:  # noqa: BLE001 - private API, may move between torch versions
         return None
+
+
+def compiled_owner():
+    """The module (or function code) Dynamo is compiling right now, or None."""
+    tx = compiling_frame()
     if tx is None:
         return None
     owner = tx.f_locals.get("self")

@@ -14,6 +14,7 @@ import inspect
 
 import torch
 
+from pc_compile.inputs import compiling_frame
 from pc_compile.runtime.probe import DenseLayout, Grid, Layout, PackedLayout, ProbeNetwork
 
 
@@ -23,12 +24,7 @@ class ProbeUnsupported(ValueError):
 
 def compiled_call() -> tuple[torch.nn.Module, dict] | None:
     """The module Dynamo is compiling and its call's arguments by name, or None."""
-    try:
-        from torch._dynamo.symbolic_convert import InstructionTranslator
-
-        tx = InstructionTranslator.current_tx()
-    except Exception:  # noqa: BLE001 - private API; without it there is no probe
-        return None
+    tx = compiling_frame()
     if tx is None:
         return None
     owner = tx.f_locals.get("self")

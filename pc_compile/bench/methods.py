@@ -135,6 +135,7 @@ def _hooked(model: torch.nn.Module, config, timestep_box: list | None = None) ->
     from diffusers.hooks import HookRegistry
 
     model.enable_cache(config)
+    forward = sampling.plain(model)
 
     def fn(hidden_states, timestep, encoder_hidden_states, ctx):
         if timestep_box is not None:
@@ -145,12 +146,7 @@ def _hooked(model: torch.nn.Module, config, timestep_box: list | None = None) ->
             num_inference_steps=ctx.num_inference_steps,
             sigma=ctx.sigma,
         ):
-            return model(
-                hidden_states=hidden_states,
-                timestep=timestep,
-                encoder_hidden_states=encoder_hidden_states,
-                return_dict=False,
-            )[0]
+            return forward(hidden_states, timestep, encoder_hidden_states, ctx)
 
     def reset():
         HookRegistry.check_if_exists_or_initialize(model).reset_stateful_hooks(recurse=True)
