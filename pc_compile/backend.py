@@ -79,7 +79,7 @@ def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
     pieces = [getattr(split, piece.name) for piece in spec.pieces]
     compiler = PieceCompiler(config.piece_compiler, None if mode == "default" else mode)
     pairs = chain_pairs(spec)
-    policy = make_policy(config, spec, pairs)
+    policy = make_policy(config, spec, pairs, roles)
     graph = CachedGraph(
         spec=spec,
         executor=Executor(spec, pieces, compiler),

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-STEP_RULES = ("none", "lfcache")
-BLOCK_RULES = ("none", "blockcache")
+STEP_RULES = ("none", "lfcache", "sencache")
+BLOCK_RULES = ("none", "blockcache", "bwcache")
+BW_SCOPES = ("block", "mean")
 STEP_REUSE = ("extrapolate", "output", "residual")
 PIECE_COMPILERS = ("inductor", "eager")
 ON_UNSUPPORTED = ("warn", "error")
@@ -23,7 +24,8 @@ class PreciseCacheConfig:
 
     Attributes:
         step_rule: how a step decides to reuse the cache. ``"none"`` computes every step;
-            ``"lfcache"`` is PreciseCache's step guard (probe + accumulated LFD).
+            ``"lfcache"`` is PreciseCache's step guard (probe + accumulated LFD);
+            ``"sencache"`` reuses while the output's sensitivity predicts a small change.
         alpha: LFCache's relative threshold: reuse while the accumulated measure stays under
             ``alpha x`` the largest single-step measure of the generation (paper: 0.5 base,
             0.7 turbo). Larger reuses more.
@@ -36,12 +38,22 @@ class PreciseCacheConfig:
         step_reuse: what a reused step returns: ``"extrapolate"`` (default), the linear
             extrapolation in the timestep of the last two computed outputs; ``"output"``, the
             last computed output (the paper); ``"residual"``, the last computed chain residual
-            put through this step's prologue and epilogue.
+            put through this step's prologue and epilogue. LFCache's probe chooses, per step,
+            between extrapolation and the last output; SenCache always extrapolates.
+        max_reuse: at most this many reused steps in a row (0: no limit; SenCache's ``K``).
+        sen_epsilon: SenCache's threshold: reuse while the predicted relative change of the
+            output since the last computed step stays under it.
         block_rule: how a computed step decides which blocks to bypass. ``"none"`` computes
-            every block; ``"blockcache"`` runs the pivotal blocks only.
+            every block; ``"blockcache"`` runs the pivotal blocks only; ``"bwcache"`` bypasses
+            each block whose output barely changed since it last ran.
         pivotal_fraction: BlockCache's fraction of blocks computed (paper flash: 0.4).
         pivotal_steps: computed steps that reuse one ranking before every block runs again
             (paper flash: L = 3).
+        bw_threshold: BWCache's threshold on the relative L1 change of a block's output
+            (paper: 0.15 / 0.20 / 0.25 for slow / mid / fast).
+        bw_reuse_steps: computed steps a BWCache block stays bypassed once it is found calm.
+        bw_scope: ``"block"``, each block decides by its own change; ``"mean"``, the mean change
+            over the blocks decides for all of them (the paper's indicator).
         piece_compiler: how each piece of the partitioned graph is compiled: ``"inductor"``
             (default), or ``"eager"`` to run the pieces uncompiled (debugging, fast tests).
         on_unsupported: what to do with a graph the passes cannot partition: ``"warn"`` once
@@ -57,9 +69,14 @@ class PreciseCacheConfig:
     probe_min_tokens: int = 4
     lowpass_radius: float = 0.2
     step_reuse: str = "extrapolate"
+    max_reuse: int = 0
     block_rule: str = "none"
     pivotal_fraction: float = 0.4
     pivotal_steps: int = 3
+    sen_epsilon: float = 0.1
+    bw_threshold: float = 0.15
+    bw_reuse_steps: int = 2
+    bw_scope: str = "block"
     piece_compiler: str = "inductor"
     on_unsupported: str = "warn"
     max_streams: int = 8
@@ -74,6 +91,11 @@ class PreciseCacheConfig:
         _integer("warmup_steps", self.warmup_steps, low=0)
         _integer("probe_min_tokens", self.probe_min_tokens, low=1)
         _integer("pivotal_steps", self.pivotal_steps, low=1)
+        _integer("max_reuse", self.max_reuse, low=0)
+        _number("sen_epsilon", self.sen_epsilon, low=0.0, high=10.0, low_open=True)
+        _number("bw_threshold", self.bw_threshold, low=0.0, high=10.0, low_open=True)
+        _integer("bw_reuse_steps", self.bw_reuse_steps, low=1)
+        _choice("bw_scope", self.bw_scope, BW_SCOPES)
         factors = self.probe_downsample
         if (
             not isinstance(factors, (tuple, list))
@@ -123,6 +145,9 @@ PRESETS: dict[str, PreciseCacheConfig] = {
         step_rule="lfcache", alpha=0.7, block_rule="blockcache", pivotal_fraction=0.4,
         pivotal_steps=3,
     ),
+    # SenCache (arXiv 2602.24208) and BWCache (arXiv 2509.13789) on the same machinery.
+    "sencache": PreciseCacheConfig(step_rule="sencache", sen_epsilon=0.1, max_reuse=3),
+    "bwcache": PreciseCacheConfig(block_rule="bwcache", bw_threshold=0.15),
 }
 DEFAULT_PRESET = "turbo"
 

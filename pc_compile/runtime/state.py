@@ -64,15 +64,25 @@ class StreamState:
     name: str
     counters: StreamCounters = field(default_factory=StreamCounters)
     last_timestep: float | None = None
+    previous_timestep: float | None = None  # the timestep of the step before this one
     step_in_generation: int = 0
     cache: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
+
+    def near_end(self) -> bool:
+        """Whether this step's timestep lies within 1.5 step sizes of zero: the last step of a
+        schedule (and Euler's one before it), whose reuse costs the most (BENCHMARKS.md)."""
+        t, before = self.last_timestep, self.previous_timestep
+        if t is None or before is None:
+            return False
+        return 0 <= t < 1.5 * (before - t)
 
     def start_generation(self) -> None:
         self.cache.clear()
         self.trace.clear()
         self.step_in_generation = 0
         self.last_timestep = None
+        self.previous_timestep = None
         self.counters.generations += 1
 
 
@@ -136,6 +146,7 @@ class StreamTable:
             state.start_generation()
         else:
             state.step_in_generation += 1
+        state.previous_timestep = state.last_timestep
         state.last_timestep = timestep
         state.counters.steps += 1
 

@@ -56,3 +56,19 @@ class Policy:
 
     def finish_step(self, state, plan: StepPlan) -> None:
         pass
+
+
+def guard(state, graph, verdict: bool, warmup_steps: int, max_reuse: int) -> bool:
+    """A step rule's verdict, overruled where no rule may reuse: the first ``warmup_steps`` of a
+    generation, the steps near the end of the schedule (``StreamState.near_end``), nothing
+    cached yet, or ``max_reuse`` (> 0) reuses in a row already. Counts the run of reuses."""
+    run = state.cache.get("reuse_run", 0)
+    reuse = (
+        verdict
+        and state.step_in_generation >= warmup_steps
+        and not state.near_end()
+        and graph.policy.can_reuse(state)
+        and not (max_reuse and run >= max_reuse)
+    )
+    state.cache["reuse_run"] = run + 1 if reuse else 0
+    return reuse

@@ -35,9 +35,10 @@ class BlockCache:
         """Norms measured on the last refresh, not yet read by the host."""
         return state.cache.get("block_norms_pending")
 
-    def absorb(self, state, norms: list | None) -> None:
+    def absorb(self, state, norms: list | None) -> list | None:
+        """Rank the blocks by the host copy of the norms; returns the norms."""
         if norms is None:
-            return
+            return None
         state.cache.pop("block_norms_pending", None)
         order = sorted(
             (i for i, ok in enumerate(self.bypassable) if ok), key=lambda i: -norms[i]
@@ -47,6 +48,7 @@ class BlockCache:
             (not ok) or i in pivotal for i, ok in enumerate(self.bypassable)
         ]
         state.cache["block_norms"] = norms
+        return norms
 
     def plan(self, state) -> StepPlan:
         cache = state.cache

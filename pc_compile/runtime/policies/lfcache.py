@@ -22,7 +22,9 @@ What we keep and what we changed, from measurements on the reference models (BEN
   (the final step of Euler and UniPC schedules, and Euler's one before it), always compute:
   reusing them were the costliest single reuses measured.
 
-The first ``warmup_steps`` of a generation always compute. A probe output that is not finite
+The first ``warmup_steps`` of a generation always compute; ``max_reuse`` (0: no limit) caps the
+reused steps in a row (measured: no gain for LFCache on the reference models, see
+BENCHMARKS.md). A probe output that is not finite
 forces a full step and is counted (``nonfinite_probes``). All arithmetic stays on the device;
 one tensor of a few numbers is read by the host per step.
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 import torch
 
 from pc_compile.runtime.lfd import lfd, low_frequencies
+from pc_compile.runtime.policies.base import guard
 
 
 def extrapolate(history: list, t: float | None):
@@ -54,8 +57,10 @@ def remember(history: list, t: float | None, value, keep: int = 2) -> None:
 class LFCache:
     """The step rule. ``decide`` returns whether to reuse."""
 
-    def __init__(self, alpha: float, warmup_steps: int, radius: float, extrapolate: bool):
+    def __init__(self, alpha: float, warmup_steps: int, radius: float, extrapolate: bool,
+                 max_reuse: int = 0):
         self.alpha = alpha
+        self.max_reuse = max_reuse
         self.warmup_steps = warmup_steps
         self.radius = radius
         self.extrapolate = extrapolate
@@ -67,15 +72,13 @@ class LFCache:
         state.counters.probe_evals += 1
         t = state.last_timestep
         previous = cache.get("lf_previous")
-        previous_t = cache.get("t_previous")
-        cache["lf_previous"], cache["t_previous"] = spectrum, t
+        cache["lf_previous"] = spectrum
         computed = cache.setdefault("lf_computed", [])  # (t, spectrum) of computed steps
         if previous is None:  # the first step of a generation: nothing to compare with
             remember(computed, t, spectrum)
             return False, {}, _host(extra)
 
         step = lfd(spectrum, previous)
-        gap = previous_t - t if t is not None and previous_t is not None else 0.0
         finite = torch.isfinite(step)
         zero = torch.zeros_like(step)
         largest = torch.maximum(cache.get("largest", zero), torch.where(finite, step, zero))
@@ -96,9 +99,7 @@ class LFCache:
 
         if not finite_v:
             state.counters.nonfinite_probes += 1
-        warm = state.step_in_generation < self.warmup_steps
-        final = t is not None and 0 <= t < 1.5 * gap
-        reuse = bool(reuse_ok_v) and not warm and not final and graph.policy.can_reuse(state)
+        reuse = guard(state, graph, bool(reuse_ok_v), self.warmup_steps, self.max_reuse)
         cache["largest"] = largest
         cache["accumulated"] = accumulated if reuse else zero
         info = {"metric": step_v, "accumulated": accumulated_v, "threshold": threshold_v}

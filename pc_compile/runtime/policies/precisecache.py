@@ -1,4 +1,10 @@
-"""PreciseCache: the LFCache step guard and the BlockCache block rule, together or alone.
+"""One policy for every combination of a step rule and a block rule.
+
+The step rules are LFCache (PreciseCache's probe guard, ``lfcache.py``) and SenCache
+(``sencache.py``); the block rules are BlockCache (PreciseCache's pivotal blocks,
+``blockcache.py``) and BWCache (``bwcache.py``). Either may be absent, and any step rule combines
+with any block rule: the step rule decides whether a step runs, the block rule which blocks of a
+running step run.
 
 A step first asks the step rule whether to reuse. A reused step returns the cache in one of
 three forms (``step_reuse``):
@@ -26,13 +32,16 @@ import torch
 
 from pc_compile.runtime.policies.base import Policy, StepPlan
 from pc_compile.runtime.policies.blockcache import BlockCache
+from pc_compile.runtime.policies.bwcache import BWCache
 from pc_compile.runtime.policies.lfcache import LFCache, _host, extrapolate, remember
+from pc_compile.runtime.policies.sencache import SenCache
 
 
 class PreciseCachePolicy(Policy):
     name = "precisecache"
 
-    def __init__(self, step_rule: LFCache | None, block_rule: BlockCache | None,
+    def __init__(self, step_rule: LFCache | SenCache | None,
+                 block_rule: BlockCache | BWCache | None,
                  step_reuse: str, probe_cost: float):
         self.step_rule = step_rule
         self.block_rule = block_rule
@@ -60,7 +69,9 @@ class PreciseCachePolicy(Policy):
                 info = {"followed": True}
                 mode = shared if reuse else None
         if self.block_rule is not None:
-            self.block_rule.absorb(state, norms)
+            measured = self.block_rule.absorb(state, norms)
+            if measured is not None and state.trace:  # measured on the step before this one
+                state.trace[-1]["block_metric"] = measured
         if reuse:
             plan = StepPlan(reuse=mode)
         elif self.block_rule is not None:
@@ -112,5 +123,7 @@ class PreciseCachePolicy(Policy):
         else:
             keep = 2 if self.step_reuse == "extrapolate" else 1
             remember(state.cache.setdefault("outputs", []), state.last_timestep, output, keep)
+        if self.step_rule is not None and hasattr(self.step_rule, "after_full_step"):
+            self.step_rule.after_full_step(state, inputs, output, graph)
         if self.block_rule is not None:
             self.block_rule.after(state, plan, record)
