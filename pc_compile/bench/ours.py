@@ -33,16 +33,18 @@ def _trace(stats: dict) -> list[dict]:
                 "threshold": entry.get("threshold"),
                 "skip": not entry["computed"],
                 "blocks": entry.get("blocks"),
+                "block_metric": entry.get("block_metric"),
             })
     return calls
 
 
-def _make(**fixed):
-    def make(model, alpha, env):
+def _make(setting: str = "alpha", **fixed):
+    """A method factory: the backend with ``fixed`` options and the swept ``setting``."""
+
+    def make(model, value, env):
         torch._dynamo.reset()
-        compiled = torch.compile(
-            model, backend=pc_compile.backend(alpha=alpha, **fixed, **EAGER_PIECES)
-        )
+        options = {setting: value, **fixed, **EAGER_PIECES}
+        compiled = torch.compile(model, backend=pc_compile.backend(**options))
 
         def stats():
             s = pc_compile.stats(compiled, detail=True)
@@ -76,4 +78,37 @@ register(Method(
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.5, 2.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache with the paper's plain output reuse (ablation)",
+))
+register(Method(
+    "sencache", _make("sen_epsilon", preset="sencache"), sweep=[0.03, 0.05, 0.1],
+    full_sweep=[0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.2], mode="compiled", self_counted=True,
+    setting_name="sen_epsilon",
+    notes="SenCache: sensitivity from the last two computed steps, max 3 reuses in a row, "
+          "extrapolated reuse",
+))
+register(Method(
+    "bwcache", _make("bw_threshold", preset="bwcache"), sweep=[0.05, 0.1, 0.15],
+    full_sweep=[0.02, 0.05, 0.1, 0.15, 0.2, 0.25], mode="compiled", self_counted=True,
+    setting_name="bw_threshold",
+    notes="BWCache: per-block relative L1 of the block output, bypassed 2 computed steps",
+))
+register(Method(
+    "bwcache-mean", _make("bw_threshold", preset="bwcache", bw_scope="mean"),
+    sweep=[0.05, 0.1], full_sweep=[0.02, 0.05, 0.1, 0.15, 0.2, 0.25], mode="compiled",
+    self_counted=True, setting_name="bw_threshold",
+    notes="BWCache with the paper's indicator: the mean over blocks decides for all",
+))
+register(Method(
+    "precisecache+bwcache", _make("alpha", preset="turbo", block_rule="bwcache",
+                                  bw_threshold=0.05),
+    sweep=[0.7], full_sweep=[0.5, 0.7, 1.0, 1.5], mode="compiled", self_counted=True,
+    setting_name="alpha",
+    notes="the LFCache step guard with BWCache blocks (threshold 0.05)",
+))
+register(Method(
+    "sencache+bwcache", _make("sen_epsilon", preset="sencache", block_rule="bwcache",
+                              bw_threshold=0.05),
+    sweep=[0.05], full_sweep=[0.02, 0.03, 0.05, 0.1], mode="compiled", self_counted=True,
+    setting_name="sen_epsilon",
+    notes="the SenCache step rule with BWCache blocks (threshold 0.05)",
 ))
