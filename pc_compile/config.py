@@ -73,7 +73,7 @@ class PreciseCacheConfig:
     block_rule: str = "none"
     pivotal_fraction: float = 0.4
     pivotal_steps: int = 3
-    sen_epsilon: float = 0.1
+    sen_epsilon: float = 0.05
     bw_threshold: float = 0.15
     bw_reuse_steps: int = 2
     bw_scope: str = "block"
@@ -146,7 +146,7 @@ PRESETS: dict[str, PreciseCacheConfig] = {
         pivotal_steps=3,
     ),
     # SenCache (arXiv 2602.24208) and BWCache (arXiv 2509.13789) on the same machinery.
-    "sencache": PreciseCacheConfig(step_rule="sencache", sen_epsilon=0.1, max_reuse=3),
+    "sencache": PreciseCacheConfig(step_rule="sencache", sen_epsilon=0.05, max_reuse=3),
     "bwcache": PreciseCacheConfig(block_rule="bwcache", bw_threshold=0.15),
 }
 DEFAULT_PRESET = "turbo"
