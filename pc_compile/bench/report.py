@@ -6,7 +6,9 @@ Prints, per model x scheduler x steps, every row (method, setting, compute fract
 wall time per generation, eager/compiled, how compute was counted), then a summary: for each
 target compute fraction (default 50% and 37%) the method with the best PSNR among the rows whose
 compute fraction is at most the target plus a tolerance (0.04, a bit more than one step in 30),
-among the peers (eager rows) and among all rows.
+among the peers (eager rows) and among all rows; and each of the project's rows (compiled) against
+uniform skipping at the same compute (interpolated) and the best peer at no more than 0.04 more
+compute.
 """
 
 from __future__ import annotations
@@ -75,6 +77,50 @@ def summary(res: dict, targets=(0.5, 0.37), tol: float = 0.04, modes=None) -> st
     return "\n".join(out)
 
 
+def interpolate(rows: list[dict], compute: float) -> tuple[float, bool] | None:
+    """PSNR of a method's rows at ``compute``: linear between its two nearest rows, held at its
+    end rows outside them (second value True: held, i.e. extrapolated)."""
+    pts = sorted((r["compute_fraction"], r["psnr"]) for r in rows if r["psnr"] < 100.0)
+    if not pts:
+        return None
+    if compute <= pts[0][0]:
+        return pts[0][1], compute < pts[0][0]
+    if compute >= pts[-1][0]:
+        return pts[-1][1], compute > pts[-1][0]
+    for (c0, p0), (c1, p1) in zip(pts, pts[1:]):
+        if c0 <= compute <= c1:
+            return (p0 if c1 == c0 else p0 + (p1 - p0) * (compute - c0) / (c1 - c0)), False
+    return None
+
+
+def versus(res: dict, tol: float = 0.04) -> str:
+    """Each of the project's rows against uniform skipping at the same compute and the best peer
+    at most ``tol`` more compute."""
+    groups = defaultdict(list)
+    for r in res["rows"]:
+        groups[(r["model"], r["scheduler"], r["steps"])].append(r)
+    out = ["| model | scheduler | method (setting) | compute | PSNR | SSIM | uniform at same "
+           "compute | best peer at <= compute + 0.04 |", "|---|---|---|---:|---:|---:|---:|---|"]
+    for (model, sched, _), rs in groups.items():
+        uniform = [r for r in rs if r["method"] == "uniform"]
+        peers = [r for r in rs if r["mode"] == "eager" and r["method"] != "none"]
+        ours = [r for r in rs if r["mode"] == "compiled"]
+        for r in sorted(ours, key=lambda r: (r["method"], -r["compute_fraction"])):
+            if r["psnr"] >= 100.0:
+                continue
+            u = interpolate(uniform, r["compute_fraction"])
+            u_s = "-" if u is None else f"{u[0]:.1f}" + (" (held)" if u[1] else "")
+            cand = [p for p in peers if p["compute_fraction"] <= r["compute_fraction"] + tol]
+            best = max(cand, key=lambda p: p["psnr"]) if cand else None
+            b_s = "-" if best is None else (
+                f"{best['method']} ({best['setting']}) {best['compute_fraction']:.3f}: "
+                f"{best['psnr']:.1f}")
+            out.append(f"| {model} | {sched} | {r['method']} ({r['setting']}) | "
+                       f"{r['compute_fraction']:.3f} | {r['psnr']:.1f} | {r['ssim']:.4f} | {u_s} "
+                       f"| {b_s} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("results", nargs="?", default="bench_out/results.json")
@@ -85,6 +131,8 @@ def main(argv=None) -> None:
     print(summary(res, modes=("eager",)))
     print("\nAll rows:\n")
     print(summary(res))
+    print("\nThe project's rows against uniform skipping and the best peer:\n")
+    print(versus(res))
     print(tables(res))
 
 
