@@ -80,14 +80,14 @@ register(Method(
     notes="LFCache with the paper's plain output reuse (ablation)",
 ))
 register(Method(
-    "sencache", _make("sen_epsilon", preset="sencache"), sweep=[0.03, 0.05, 0.1],
+    "sencache", _make("sen_epsilon", preset="sencache"), sweep=[0.02, 0.03, 0.05, 0.08],
     full_sweep=[0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.2], mode="compiled", self_counted=True,
     setting_name="sen_epsilon",
     notes="SenCache: sensitivity from the last two computed steps, max 3 reuses in a row, "
           "extrapolated reuse",
 ))
 register(Method(
-    "bwcache", _make("bw_threshold", preset="bwcache"), sweep=[0.05, 0.1, 0.15],
+    "bwcache", _make("bw_threshold", preset="bwcache"), sweep=[0.02, 0.05, 0.1],
     full_sweep=[0.02, 0.05, 0.1, 0.15, 0.2, 0.25], mode="compiled", self_counted=True,
     setting_name="bw_threshold",
     notes="BWCache: per-block relative L1 of the block output, bypassed 2 computed steps",
@@ -108,7 +108,7 @@ register(Method(
 register(Method(
     "sencache+bwcache", _make("sen_epsilon", preset="sencache", block_rule="bwcache",
                               bw_threshold=0.05),
-    sweep=[0.05], full_sweep=[0.02, 0.03, 0.05, 0.1], mode="compiled", self_counted=True,
+    sweep=[0.03], full_sweep=[0.02, 0.03, 0.05, 0.1], mode="compiled", self_counted=True,
     setting_name="sen_epsilon",
     notes="the SenCache step rule with BWCache blocks (threshold 0.05)",
 ))
