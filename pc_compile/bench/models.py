@@ -67,6 +67,27 @@ SPECS: dict[str, dict] = {
             "max_text_seq_length": TEXT_TOKENS,
         },
     },
+    # Twelve narrow blocks: for block-level rules (BlockCache, BWCache), which a 4-block model
+    # cannot judge fairly (each block is a quarter of the network there).
+    "cogvideox-deep": {
+        "arch": "cogvideox",
+        "frames": 9,
+        "size": 16,
+        "config": {
+            "num_attention_heads": 2,
+            "attention_head_dim": 32,
+            "in_channels": data.CHANNELS,
+            "out_channels": data.CHANNELS,
+            "time_embed_dim": 64,
+            "text_embed_dim": TEXT_DIM,
+            "num_layers": 12,
+            "sample_width": 16,
+            "sample_height": 16,
+            "sample_frames": 33,
+            "patch_size": 2,
+            "max_text_seq_length": TEXT_TOKENS,
+        },
+    },
 }
 
 # Memory layout of the latent each architecture's forward expects.
