@@ -27,6 +27,7 @@ sample?). Cost: wall time of each estimator per computed step, in full forward p
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -136,8 +137,6 @@ def main() -> None:
     print("| estimator | Spearman vs true change | spread of log(pred/true) (IQR) "
           "| median pred/true | cost per computed step (full forwards) |")
     print("|---|---|---|---|---|")
-    import math
-
     for name, values in preds.items():
         logs = sorted(math.log(p / t) for p, t in zip(values, truth) if p > 0 and t > 0)
         q1, q3 = logs[len(logs) // 4], logs[3 * len(logs) // 4]

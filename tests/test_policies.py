@@ -1,5 +1,6 @@
 """SenCache and BWCache end to end on the tiny models, alone and combined with LFCache."""
 
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -9,23 +10,10 @@ import pc_compile
 from pc_compile.config import PRESETS, config_from_options
 from pc_compile.runtime.policies import PolicyUnsupported, make_policy
 from tests.test_presets import EAGER, SUPPORTED, TIMESTEPS
-from tests.tiny_models import build, first_output
+from tests.test_presets import generate as generate_fixed
+from tests.tiny_models import build
 
-
-def generate(compiled, tiny, conditions=(1, 2)):
-    """A generation whose latent moves from step to step, as a sampler's does (SenCache reads
-    how far it moved); both guidance branches of a step get the same latent tensor."""
-    outputs = []
-    with torch.no_grad():
-        for t in TIMESTEPS:
-            latent = None
-            for c in conditions:
-                inputs = tiny.make_inputs(t * tiny.timestep_scale, c)
-                if latent is None:
-                    latent = inputs["hidden_states"] * (0.5 + t / 2000)
-                inputs["hidden_states"] = latent
-                outputs.append(first_output(compiled(**inputs)))
-    return outputs
+generate = partial(generate_fixed, moving=True)
 
 
 @pytest.mark.parametrize("name", SUPPORTED)

@@ -24,13 +24,21 @@ def _schedule(steps=12):
 TIMESTEPS = _schedule()
 
 
-def generate(compiled, tiny, conditions=(1, 2)):
+def generate(compiled, tiny, conditions=(1, 2), moving=False):
+    """One generation over TIMESTEPS, one call per guidance condition and step. ``moving``: the
+    latent moves from step to step as a sampler's does (SenCache reads how far it moved); both
+    guidance branches of a step then get the same latent tensor."""
     outputs = []
     with torch.no_grad():
         for t in TIMESTEPS:
+            latent = None
             for c in conditions:
-                outputs.append(first_output(compiled(**tiny.make_inputs(t * tiny.timestep_scale,
-                                                                       c))))
+                inputs = tiny.make_inputs(t * tiny.timestep_scale, c)
+                if moving:
+                    if latent is None:
+                        latent = inputs["hidden_states"] * (0.5 + t / 2000)
+                    inputs["hidden_states"] = latent
+                outputs.append(first_output(compiled(**inputs)))
     return outputs
 
 

@@ -72,3 +72,17 @@ def guard(state, graph, verdict: bool, warmup_steps: int, max_reuse: int) -> boo
     )
     state.cache["reuse_run"] = run + 1 if reuse else 0
     return reuse
+
+
+def read_host(values: list[torch.Tensor], extra: torch.Tensor | None = None):
+    """The step's one device-to-host read: ``values`` (one number each) and ``extra`` (a block
+    rule's pending measurements, or None) packed into one tensor. Returns (the numbers of
+    ``values``, the host copy of ``extra`` or None)."""
+    tensors = [v.reshape(-1).float() for v in values]
+    if extra is not None:
+        tensors.append(extra.reshape(-1).float())
+    if not tensors:
+        return [], None
+    packed = torch.cat(tensors).tolist()
+    head = packed[: len(values)]
+    return head, (packed[len(values):] if extra is not None else None)

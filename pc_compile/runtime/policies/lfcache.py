@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from pc_compile.runtime.lfd import lfd, low_frequencies
-from pc_compile.runtime.policies.base import guard
+from pc_compile.runtime.policies.base import guard, read_host
 
 
 def extrapolate(history: list, t: float | None):
@@ -76,7 +76,7 @@ class LFCache:
         computed = cache.setdefault("lf_computed", [])  # (t, spectrum) of computed steps
         if previous is None:  # the first step of a generation: nothing to compare with
             remember(computed, t, spectrum)
-            return False, {}, _host(extra)
+            return False, {}, read_host([], extra)[1]
 
         step = lfd(spectrum, previous)
         finite = torch.isfinite(step)
@@ -91,11 +91,8 @@ class LFCache:
             better = lfd(spectrum, extrapolate(computed, t)) < lfd(spectrum, computed[-1][1])
         else:
             better = torch.zeros((), dtype=torch.bool, device=step.device)
-        values = [reuse_ok, finite, step, accumulated, threshold, better]
-        if extra is not None:
-            values.append(extra)
-        packed = torch.cat([v.reshape(-1).float() for v in values]).tolist()
-        reuse_ok_v, finite_v, step_v, accumulated_v, threshold_v, better_v = packed[:6]
+        numbers, host = read_host([reuse_ok, finite, step, accumulated, threshold, better], extra)
+        reuse_ok_v, finite_v, step_v, accumulated_v, threshold_v, better_v = numbers
 
         if not finite_v:
             state.counters.nonfinite_probes += 1
@@ -106,8 +103,7 @@ class LFCache:
         if not reuse:
             remember(computed, t, spectrum)
         info["extrapolate"] = bool(better_v)
-        return reuse, info, (packed[6:] if extra is not None else None)
+        return reuse, info, host
 
-
-def _host(extra: torch.Tensor | None) -> list | None:
-    return None if extra is None else extra.reshape(-1).float().tolist()
+    def after_full_step(self, state, inputs, output, graph) -> None:
+        """LFCache keeps what it needs in ``decide``."""

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import torch
 
-from pc_compile.runtime.policies.base import Policy, StepPlan
+from pc_compile.runtime.policies.base import Policy, StepPlan, read_host
 from pc_compile.runtime.policies.blockcache import BlockCache
 from pc_compile.runtime.policies.bwcache import BWCache
-from pc_compile.runtime.policies.lfcache import LFCache, _host, extrapolate, remember
+from pc_compile.runtime.policies.lfcache import LFCache, extrapolate, remember
 from pc_compile.runtime.policies.sencache import SenCache
 
 
@@ -63,7 +63,7 @@ class PreciseCachePolicy(Policy):
                 }.get((self.step_reuse, extrapolated), self.step_reuse)
         else:
             # Following another branch's decision (or no step rule): no probe of our own.
-            norms = _host(pending)
+            norms = read_host([], pending)[1]
             if shared is not None:
                 reuse = bool(shared) and self.step_rule is not None and self.can_reuse(state)
                 info = {"followed": True}
@@ -123,7 +123,7 @@ class PreciseCachePolicy(Policy):
         else:
             keep = 2 if self.step_reuse == "extrapolate" else 1
             remember(state.cache.setdefault("outputs", []), state.last_timestep, output, keep)
-        if self.step_rule is not None and hasattr(self.step_rule, "after_full_step"):
+        if self.step_rule is not None:
             self.step_rule.after_full_step(state, inputs, output, graph)
         if self.block_rule is not None:
             self.block_rule.after(state, plan, record)

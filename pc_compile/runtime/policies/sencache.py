@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import torch
 
-from pc_compile.runtime.policies.base import guard
+from pc_compile.runtime.policies.base import guard, read_host
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -78,21 +78,16 @@ class SenCache:
         """(reuse?, trace info, host copy of ``extra``): one device-to-host read in all."""
         anchor = state.cache.get("sen_anchor")
         if anchor is None or anchor[3] is None:  # no sensitivity measured yet: compute
-            host = None if extra is None else extra.reshape(-1).float().tolist()
-            return False, {}, host
+            return False, {}, read_host([], extra)[1]
         x_a, _, scale, sensitivity = anchor
         x = inputs[graph.roles.hidden]
         predicted = sensitivity * rms(x - x_a) / scale
-        values = [predicted.reshape(1), sensitivity.reshape(1)]
-        if extra is not None:
-            values.append(extra.reshape(-1).float())
-        packed = torch.cat(values).tolist()
-        predicted_v, sensitivity_v = packed[:2]
+        (predicted_v, sensitivity_v), host = read_host([predicted, sensitivity], extra)
         verdict = predicted_v <= self.epsilon  # False for NaN
         reuse = guard(state, graph, verdict, self.warmup_steps, self.max_reuse)
         info = {"metric": predicted_v, "threshold": self.epsilon, "sensitivity": sensitivity_v,
                 "extrapolate": self.extrapolate}
-        return reuse, info, (packed[2:] if extra is not None else None)
+        return reuse, info, host
 
     def after_full_step(self, state, inputs, output, graph) -> None:
         """Measure the sensitivity between this computed step and the one before it."""
