@@ -37,7 +37,12 @@ def test_bad_values_are_clear_errors():
 
 def test_presets_and_overrides():
     assert config_from_options(None) == PRESETS["turbo"]  # the default
-    assert config_from_options({"preset": "flash"}).block_rule == "blockcache"
+    flash = config_from_options({"preset": "flash"})
+    assert (flash.step_rule, flash.alpha, flash.block_rule) == ("lfcache", 1.5, "none")
+    assert config_from_options({}).lfd_reference == "cache"  # turbo
+    assert config_from_options({"preset": "base"}).lfd_reference == "previous"
+    with pytest.raises(ValueError, match="lfd_reference='next' is not valid; choose one of cache"):
+        config_from_options({"lfd_reference": "next"})
     assert config_from_options({"preset": "base"}).alpha == 0.5
     assert config_from_options({"preset": "off", "max_streams": 3}).max_streams == 3
     with pytest.raises(ValueError, match="either a PreciseCacheConfig or options"):

@@ -46,11 +46,13 @@ SUPPORTED = sorted(set(ALL) - {"hunyuan_video15"})
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
-@pytest.mark.parametrize("preset", ["base", "turbo", "flash"])
+@pytest.mark.parametrize("preset", ["base", "turbo", "flash", "turbo+blockcache"])
 def test_every_preset_runs_on_every_model(name, preset):
     torch._dynamo.reset()
     tiny = build(name)
-    compiled = torch.compile(tiny.model, backend="precisecache", options={"preset": preset, **EAGER})
+    options = {"preset": "turbo", "block_rule": "blockcache"} if preset == "turbo+blockcache" \
+        else {"preset": preset}
+    compiled = torch.compile(tiny.model, backend="precisecache", options={**options, **EAGER})
     outputs = generate(compiled, tiny)
     assert all(torch.isfinite(o).all() for o in outputs)
     stats = pc_compile.stats(compiled, detail=True)
@@ -61,7 +63,7 @@ def test_every_preset_runs_on_every_model(name, preset):
     trace = stats["per_stream"]["stream0"]["trace"]
     assert [e["step"] for e in trace] == list(range(len(TIMESTEPS)))
     assert trace[0]["computed"] and trace[-1]["computed"]  # warm-up and final step
-    if preset == "flash" and stats["full_steps"] > 2:
+    if preset == "turbo+blockcache" and stats["full_steps"] > 2:
         assert stats["block_bypasses"] > 0
 
 
@@ -71,7 +73,8 @@ def test_the_same_inputs_give_the_same_schedule_and_outputs():
     for _ in range(2):
         torch._dynamo.reset()
         compiled = torch.compile(tiny.model, backend="precisecache",
-                                 options={"preset": "flash", "alpha": 2.0, **EAGER})
+                                 options={"preset": "turbo", "block_rule": "blockcache",
+                                          "alpha": 2.0, **EAGER})
         outputs = generate(compiled, tiny)
         trace = pc_compile.stats(compiled, detail=True)["per_stream"]["stream0"]["trace"]
         results.append((outputs, [(e["computed"], e["blocks"]) for e in trace]))

@@ -62,22 +62,29 @@ def _make(setting: str = "alpha", **fixed):
 
 
 register(Method(
-    "precisecache", _make(preset="turbo"), sweep=[0.5, 0.7, 1.0, 1.5],
+    "precisecache", _make(preset="base"), sweep=[0.5, 0.7, 1.0, 1.5],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
-    notes="LFCache (probe 2x4x4 + LFD), extrapolated reuse; alpha 0.5 = base, 0.7 = turbo",
+    notes="LFCache (probe 2x4x4, the paper's accumulated LFD), extrapolated reuse chosen by the "
+          "probe; alpha 0.5 = base, 1.5 = flash",
 ))
 register(Method(
-    "precisecache-flash", _make(preset="flash"), sweep=[0.7],
-    full_sweep=[0.5, 0.7, 1.0, 1.5],
-    mode="compiled", self_counted=True, setting_name="alpha",
-    notes="turbo + BlockCache (40% of blocks, L = 3); alpha 0.7 = flash",
-))
-register(Method(
-    "precisecache-paper", _make(preset="turbo", step_reuse="output"), sweep=[0.7],
-    full_sweep=[0.3, 0.5, 0.7, 1.0, 1.5, 2.0], mode="compiled", self_counted=True,
+    "precisecache-turbo", _make(preset="turbo"), sweep=[0.5, 0.7, 1.0, 1.5],
+    full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
-    notes="LFCache with the paper's plain output reuse (ablation)",
+    notes="LFCache accumulating the probe's distance to the extrapolated cache, extrapolated "
+          "reuse; alpha 0.7 = turbo",
+))
+register(Method(
+    "precisecache-paper", _make(preset="base", step_reuse="output"),
+    sweep=[0.7], full_sweep=[0.3, 0.5, 0.7, 1.0, 1.5, 2.0], mode="compiled", self_counted=True,
+    setting_name="alpha",
+    notes="LFCache as in the paper: its LFD and plain output reuse (ablation)",
+))
+register(Method(
+    "precisecache+blockcache", _make(preset="base", block_rule="blockcache"), sweep=[0.7],
+    full_sweep=[0.5, 0.7, 1.0, 1.5], mode="compiled", self_counted=True, setting_name="alpha",
+    notes="the paper's flash: LFCache at alpha 0.7 + BlockCache (40% of blocks, L = 3)",
 ))
 register(Method(
     "sencache", _make("sen_epsilon", preset="sencache"), sweep=[0.02, 0.03, 0.05, 0.08],

@@ -23,7 +23,8 @@ def make_policy(config, spec, chain_pairs, roles=None) -> Policy:
     extrapolates = config.step_reuse in ("extrapolate", "residual")
     if config.step_rule == "lfcache":
         step_rule = LFCache(config.alpha, config.warmup_steps, config.lowpass_radius,
-                            extrapolate=extrapolates, max_reuse=config.max_reuse)
+                            extrapolate=extrapolates, max_reuse=config.max_reuse,
+                            reference=config.lfd_reference)
     elif config.step_rule == "sencache":
         if roles is not None and roles.hidden is None:
             raise PolicyUnsupported(

@@ -1,21 +1,30 @@
 """LFCache: the step guard of PreciseCache, driven by the low-resolution probe.
 
 Each step, the probe (``runtime/probe.py``) predicts at low resolution and its low-frequency
-spectrum is taken (``runtime/lfd.py``). The LFD, ``|| LF_i - LF_(i-1) ||``, is accumulated
-over the steps since the last computed one; the step reuses the cache while the sum stays
-under ``delta = alpha x`` the largest LFD seen in this generation, as in the paper. Otherwise
-the full network runs and the sum restarts.
+spectrum is taken (``runtime/lfd.py``). A low-frequency distance is accumulated over the steps
+since the last computed one; the step reuses the cache while the sum stays under
+``delta = alpha x`` the largest step-to-step LFD seen in this generation, as in the paper.
+Otherwise the full network runs and the sum restarts.
 
-What we keep and what we changed, from measurements on the reference models (BENCHMARKS.md):
+What we keep and what we changed, from measurements on the reference models (BENCHMARKS.md,
+"Design measurements"):
 
-* the rule itself is the paper's. Its LFD is large at the start and at the end of sampling,
-  which are exactly the steps whose reuse costs the most PSNR (measured one step at a time),
-  so it spends compute where it matters;
-* a reused step may return the linear extrapolation (in the timestep) of the last two
-  computed outputs instead of the last output (``step_reuse="extrapolate"``): the probe,
-  extrapolated the same way, says which of the two is closer to this step at low frequency,
-  and that one is used. Extrapolation is worth 3-5 dB on regular schedules, but overshoots
-  where the prediction turns (the first steps of a generation), where the plain output wins;
+* the probe, the low-frequency view, the accumulation and the threshold are the paper's;
+* a reused step returns the linear extrapolation (in the timestep) of the last two computed
+  outputs (``step_reuse="extrapolate"``), not the last output: the prediction of a
+  flow-matching model moves smoothly with the timestep, and on fixed schedules this keeps
+  3-6 dB more PSNR;
+* what is accumulated (``lfd_reference``). The paper's LFD, ``|| LF_i - LF_(i-1) ||``
+  (``"previous"``, presets base and flash), measures how fast the prediction moves, which is
+  what a *plain* reuse gets wrong; the probe, its outputs extrapolated like the full outputs,
+  then chooses per reused step between the extrapolation and the last output. An
+  extrapolated reuse gets a steady movement right and only a change of direction wrong, so
+  ``"cache"`` (preset turbo) accumulates the distance to what the reuse would return, seen at
+  low resolution: ``|| LF_i - extrapolation of LF at the last two computed steps ||``, and
+  always extrapolates. Measured on the three reference models and two schedulers
+  (BENCHMARKS.md), neither wins everywhere: ``"cache"`` is ahead by 1.2-2.7 dB around half
+  the compute on four of six settings, and behind by 3-5 dB at 40-48% on four of six, where
+  long runs of reuses compound errors the low-resolution probe does not see;
 * the guidance branches of one step take one decision (``cached_graph.py``), so a reused
   step never pairs a fresh cond with a stale uncond;
 * the last steps of a schedule, where the remaining timestep is within 1.5 steps of zero
@@ -24,9 +33,10 @@ What we keep and what we changed, from measurements on the reference models (BEN
 
 The first ``warmup_steps`` of a generation always compute; ``max_reuse`` (0: no limit) caps the
 reused steps in a row (measured: no gain for LFCache on the reference models, see
-BENCHMARKS.md). A probe output that is not finite
-forces a full step and is counted (``nonfinite_probes``). All arithmetic stays on the device;
-one tensor of a few numbers is read by the host per step.
+BENCHMARKS.md). A probe output that is not finite forces a full step and is counted
+(``nonfinite_probes``). All arithmetic stays on the device; one tensor of a few numbers is read
+by the host per step. The trace records, per step, ``metric`` (the accumulated distance of
+this step), ``lfd`` (the step-to-step LFD), ``accumulated`` and ``threshold``.
 """
 
 from __future__ import annotations
@@ -39,14 +49,19 @@ from pc_compile.runtime.policies.base import guard, read_host
 
 def extrapolate(history: list, t: float | None):
     """The value at ``t`` predicted from ``history`` = [(t_b, v_b), (t_a, v_a)] (oldest first):
-    linear in the timestep through the last two, or the last one alone."""
+    linear in the timestep through the last two, or the last one alone. A value may be a
+    tensor or a tuple (each tensor in it is extrapolated, anything else kept)."""
     t_a, v_a = history[-1]
     if len(history) < 2 or t is None:
         return v_a
     t_b, v_b = history[-2]
     if t_a == t_b:
         return v_a
-    return v_a + (v_a - v_b) * ((t - t_a) / (t_a - t_b))
+    scale = (t - t_a) / (t_a - t_b)
+    if isinstance(v_a, tuple):
+        return tuple(a + (a - b) * scale if isinstance(a, torch.Tensor) else a
+                     for a, b in zip(v_a, v_b))
+    return v_a + (v_a - v_b) * scale
 
 
 def remember(history: list, t: float | None, value, keep: int = 2) -> None:
@@ -58,8 +73,9 @@ class LFCache:
     """The step rule. ``decide`` returns whether to reuse."""
 
     def __init__(self, alpha: float, warmup_steps: int, radius: float, extrapolate: bool,
-                 max_reuse: int = 0):
+                 max_reuse: int = 0, reference: str = "cache"):
         self.alpha = alpha
+        self.reference = reference
         self.max_reuse = max_reuse
         self.warmup_steps = warmup_steps
         self.radius = radius
@@ -82,24 +98,36 @@ class LFCache:
         finite = torch.isfinite(step)
         zero = torch.zeros_like(step)
         largest = torch.maximum(cache.get("largest", zero), torch.where(finite, step, zero))
-        accumulated = cache.get("accumulated", zero) + torch.where(finite, step, zero)
+        if self.reference == "cache":
+            # How far this step is, at low frequency, from what reusing would return: the
+            # probe outputs of the last two computed steps extrapolated to this timestep (or
+            # the last one alone), as the reused output is built from the full outputs.
+            target = extrapolate(computed, t) if self.extrapolate else computed[-1][1]
+            metric = lfd(spectrum, target)
+            better = torch.full((), self.extrapolate, dtype=torch.bool, device=step.device)
+        else:
+            # The paper's LFD. Which reuse is closer to this step at low frequency, the last
+            # output or the extrapolation of the last two? The probe sees it, at no extra read.
+            metric = step
+            if self.extrapolate and len(computed) == 2:
+                better = lfd(spectrum, extrapolate(computed, t)) < lfd(spectrum, computed[-1][1])
+            else:
+                better = torch.zeros((), dtype=torch.bool, device=step.device)
+        finite = finite & torch.isfinite(metric)
+        accumulated = cache.get("accumulated", zero) + torch.where(finite, metric, zero)
         threshold = self.alpha * largest
         reuse_ok = (accumulated <= threshold) & finite
-        # Which reuse is closer to this step at low frequency: the last computed output, or the
-        # extrapolation of the last two? The probe sees it; the choice costs no extra read.
-        if self.extrapolate and len(computed) == 2:
-            better = lfd(spectrum, extrapolate(computed, t)) < lfd(spectrum, computed[-1][1])
-        else:
-            better = torch.zeros((), dtype=torch.bool, device=step.device)
-        numbers, host = read_host([reuse_ok, finite, step, accumulated, threshold, better], extra)
-        reuse_ok_v, finite_v, step_v, accumulated_v, threshold_v, better_v = numbers
+        numbers, host = read_host(
+            [reuse_ok, finite, step, metric, accumulated, threshold, better], extra)
+        reuse_ok_v, finite_v, step_v, metric_v, accumulated_v, threshold_v, better_v = numbers
 
         if not finite_v:
             state.counters.nonfinite_probes += 1
         reuse = guard(state, graph, bool(reuse_ok_v), self.warmup_steps, self.max_reuse)
         cache["largest"] = largest
         cache["accumulated"] = accumulated if reuse else zero
-        info = {"metric": step_v, "accumulated": accumulated_v, "threshold": threshold_v}
+        info = {"metric": metric_v, "lfd": step_v, "accumulated": accumulated_v,
+                "threshold": threshold_v}
         if not reuse:
             remember(computed, t, spectrum)
         info["extrapolate"] = bool(better_v)

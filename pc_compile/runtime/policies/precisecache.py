@@ -10,11 +10,12 @@ A step first asks the step rule whether to reuse. A reused step returns the cach
 three forms (``step_reuse``):
 
 ``"extrapolate"``  the linear extrapolation, in the timestep, of the outputs of the last two
-                   computed steps, or the last output, whichever the probe finds closer to
-                   this step (LFCache decides, see ``lfcache.py``). Measured on the reference
-                   models, extrapolation keeps 3-5 dB more PSNR than plain reuse on regular
-                   schedules (BENCHMARKS.md): the prediction of a flow-matching model moves
-                   smoothly with the timestep, so a first-order step follows it better.
+                   computed steps (with LFCache's ``lfd_reference="previous"``: or the last
+                   output, whichever the probe finds closer to this step; see
+                   ``lfcache.py``). Measured on the reference models, extrapolation keeps
+                   3-6 dB more PSNR than plain reuse on regular schedules (BENCHMARKS.md): the
+                   prediction of a flow-matching model moves smoothly with the timestep, so a
+                   first-order step follows it better.
 ``"output"``       the output of the last computed step, as it was (the paper's reuse);
 ``"residual"``     the blocks' residual (last block's output minus first block's input) of the
                    last computed step, or its extrapolation from the last two, as the probe
@@ -27,8 +28,6 @@ the stream's trace (``stats(compiled, detail=True)``).
 """
 
 from __future__ import annotations
-
-import torch
 
 from pc_compile.runtime.policies.base import Policy, StepPlan, read_host
 from pc_compile.runtime.policies.blockcache import BlockCache
@@ -102,19 +101,14 @@ class PreciseCachePolicy(Policy):
         t = state.last_timestep
         if mode in ("residual", "residual_extrapolate"):
             history = state.cache["chain_residuals"]
-            if mode == "residual" or len(history) < 2:
+            if mode == "residual":
                 return graph.run_chain_residual(inputs, history[-1][1])
-            (t_b, old), (t_a, new) = history
-            residual = tuple(extrapolate([(t_b, b), (t_a, a)], t) for a, b in zip(new, old))
-            return graph.run_chain_residual(inputs, residual)
+            return graph.run_chain_residual(inputs, extrapolate(history, t))
         outputs = state.cache["outputs"]
         if mode != "extrapolate" or len(outputs) < 2:
             return graph.copy_output(outputs[-1][1])
-        (t_b, old), (t_a, new) = outputs[-2], outputs[-1]
-        return tuple(
-            extrapolate([(t_b, b), (t_a, a)], t) if isinstance(a, torch.Tensor) else a
-            for a, b in zip(new, old)
-        ) if isinstance(new, tuple) else extrapolate(outputs, t)
+        predicted = extrapolate(outputs, t)
+        return graph.copy_output(predicted) if predicted is outputs[-1][1] else predicted
 
     def after_full_step(self, state, inputs, output, record, plan, graph) -> None:
         if self.step_reuse == "residual":

@@ -1,0 +1,72 @@
+"""LFCache's decisions on constructed probe outputs with known low-frequency distances.
+
+Each probe output is a constant 5x5 frame of value ``c``: its low-frequency spectrum (radius
+1/5) is the DC term alone, ``5c`` with the orthonormal FFT, so the LFD of two steps is
+``5 |c_i - c_j|`` and every decision can be worked out by hand.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from pc_compile.runtime.policies.lfcache import LFCache
+from pc_compile.runtime.state import StreamState
+
+GRAPH = SimpleNamespace(probe=lambda inputs: inputs[0],
+                        policy=SimpleNamespace(can_reuse=lambda state: True))
+# Linear in the timestep up to step 4, then a jump at step 5.
+VALUES = [1.0, 1.1, 1.2, 1.3, 1.4, 2.4, 2.5, 2.6]
+
+
+def run(rule, values):
+    state = StreamState("s")
+    decisions, infos = [], []
+    for i, c in enumerate(values):
+        state.step_in_generation = i
+        state.previous_timestep = None if i == 0 else 1000.0 - 100.0 * (i - 1)
+        state.last_timestep = 1000.0 - 100.0 * i
+        reuse, info, _ = rule.decide(state, (torch.full((1, 1, 1, 5, 5), c),), GRAPH)
+        decisions.append(reuse)
+        infos.append(info)
+    return decisions, infos
+
+
+def test_the_distance_to_the_extrapolated_cache_is_accumulated():
+    rule = LFCache(alpha=0.5, warmup_steps=2, radius=0.2, extrapolate=True, reference="cache")
+    decisions, infos = run(rule, VALUES)
+    # Steps 2-4 lie on the line through steps 0 and 1: the extrapolation is exact, distance 0.
+    # Step 5 is 0.9 off the line (distance 4.5) against a threshold of 0.5 x its own LFD 5.0.
+    # Step 6 is 0.225 off the line through steps 1 and 5 (1.125 <= 2.5); step 7 is 0.45 off
+    # (2.25), and the sum 3.375 passes 2.5.
+    assert decisions == [False, False, True, True, True, False, True, False]
+    assert infos[2]["metric"] == pytest.approx(0.0, abs=1e-5)
+    assert infos[5]["metric"] == pytest.approx(4.5, rel=1e-5)
+    assert infos[5]["lfd"] == pytest.approx(5.0, rel=1e-5)
+    assert infos[5]["threshold"] == pytest.approx(2.5, rel=1e-5)
+    assert infos[6]["metric"] == pytest.approx(1.125, rel=1e-4)
+    assert infos[7]["accumulated"] == pytest.approx(3.375, rel=1e-4)
+    assert all(info["extrapolate"] for info in infos[1:])
+
+
+def test_the_papers_lfd_accumulates_step_to_step_changes():
+    rule = LFCache(alpha=0.5, warmup_steps=2, radius=0.2, extrapolate=True,
+                   reference="previous")
+    decisions, infos = run(rule, VALUES)
+    # Each step moves 0.5 while the largest move is 0.5 (threshold 0.25) until the jump makes
+    # it 5.0 (threshold 2.5): steps 6 and 7 (0.5, then 1.0 accumulated) reuse.
+    assert decisions == [False, False, False, False, False, False, True, True]
+    assert infos[3]["metric"] == pytest.approx(0.5, rel=1e-5) == infos[3]["lfd"]
+    assert infos[7]["accumulated"] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_without_extrapolation_the_cache_is_the_last_computed_probe_output():
+    rule = LFCache(alpha=0.5, warmup_steps=2, radius=0.2, extrapolate=False, reference="cache")
+    decisions, infos = run(rule, VALUES)
+    # Distance to the last computed step (1.1, then each computed value); threshold 0.25
+    # before the jump: 0.5 at step 2 computes, and so on; after it 2.5: step 6 (0.5) and
+    # step 7 (1.0, summed 1.5) reuse.
+    assert decisions == [False, False, False, False, False, False, True, True]
+    assert infos[7]["metric"] == pytest.approx(1.0, rel=1e-5)
+    assert infos[7]["accumulated"] == pytest.approx(1.5, rel=1e-5)
+    assert not any(info["extrapolate"] for info in infos[2:])
