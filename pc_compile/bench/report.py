@@ -94,30 +94,52 @@ def interpolate(rows: list[dict], compute: float) -> tuple[float, bool] | None:
 
 
 def versus(res: dict, tol: float = 0.04) -> str:
-    """Each of the project's rows against uniform skipping at the same compute and the best peer
-    at most ``tol`` more compute."""
+    """Each of the project's rows against uniform skipping at the same compute and the peers.
+
+    Two views of the peers: the best peer row at no more than ``tol`` more compute, and the
+    best peer interpolated at the same compute (each peer linearly between its two rows around
+    that compute; a peer whose rows do not span it is left out of this column). The last
+    column says whether the row beats uniform skipping and matches or beats every peer: the
+    interpolated ones and every peer row at no more compute than ours.
+    """
     groups = defaultdict(list)
     for r in res["rows"]:
         groups[(r["model"], r["scheduler"], r["steps"])].append(r)
     out = ["| model | scheduler | method (setting) | compute | PSNR | SSIM | uniform at same "
-           "compute | best peer at <= compute + 0.04 |", "|---|---|---|---:|---:|---:|---:|---|"]
+           "compute | best peer at <= compute + 0.04 | best peer interpolated at same compute "
+           "| beats uniform and peers |",
+           "|---|---|---|---:|---:|---:|---:|---|---|---|"]
     for (model, sched, _), rs in groups.items():
         uniform = [r for r in rs if r["method"] == "uniform"]
         peers = [r for r in rs if r["mode"] == "eager" and r["method"] != "none"]
+        by_peer = defaultdict(list)
+        for p in peers:
+            by_peer[p["method"]].append(p)
         ours = [r for r in rs if r["mode"] == "compiled"]
         for r in sorted(ours, key=lambda r: (r["method"], -r["compute_fraction"])):
             if r["psnr"] >= 100.0:
                 continue
-            u = interpolate(uniform, r["compute_fraction"])
+            c = r["compute_fraction"]
+            u = interpolate(uniform, c)
             u_s = "-" if u is None else f"{u[0]:.1f}" + (" (held)" if u[1] else "")
-            cand = [p for p in peers if p["compute_fraction"] <= r["compute_fraction"] + tol]
+            cand = [p for p in peers if p["compute_fraction"] <= c + tol]
             best = max(cand, key=lambda p: p["psnr"]) if cand else None
             b_s = "-" if best is None else (
                 f"{best['method']} ({best['setting']}) {best['compute_fraction']:.3f}: "
                 f"{best['psnr']:.1f}")
+            spanning = {}
+            for name, prs in by_peer.items():
+                value = interpolate(prs, c)
+                if value is not None and not value[1]:
+                    spanning[name] = value[0]
+            top = max(spanning.items(), key=lambda kv: kv[1]) if spanning else None
+            i_s = "-" if top is None else f"{top[0]}: {top[1]:.1f}"
+            cheaper = [p["psnr"] for p in peers if p["compute_fraction"] <= c]
+            rivals = list(spanning.values()) + cheaper
+            wins = (u is None or r["psnr"] >= u[0]) and all(r["psnr"] >= v for v in rivals)
             out.append(f"| {model} | {sched} | {r['method']} ({r['setting']}) | "
-                       f"{r['compute_fraction']:.3f} | {r['psnr']:.1f} | {r['ssim']:.4f} | {u_s} "
-                       f"| {b_s} |")
+                       f"{c:.3f} | {r['psnr']:.1f} | {r['ssim']:.4f} | {u_s} | {b_s} | {i_s} "
+                       f"| {'yes' if wins else 'no'} |")
     return "\n".join(out)
 
 
