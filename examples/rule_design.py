@@ -4,7 +4,8 @@
    PSNR against the uncached video: which steps matter.
 2. Reuse form on fixed uniform schedules: the last output (the paper) against the linear
    extrapolation of the last two computed outputs in the timestep.
-3. The LFCache rule against uniform skipping at equal compute, with each reuse form.
+3. The LFCache rule against uniform skipping at equal compute: the paper's LFD with each reuse
+   form, and the distance to the extrapolated cache (``lfd_reference="cache"``, the default).
 
     python examples/rule_design.py [--model cogvideox-tiny] [--scheduler euler] [--steps 30]
 
@@ -78,13 +79,15 @@ def main() -> None:
         full = set(full_steps(steps, n))
         plain, extra = (mean_psnr(schedule_fn(full, e)) for e in (False, True))
         print(f"| {n} | {n / steps:.2f} | {plain:.2f} | {extra:.2f} |", flush=True)
-    print("\n| LFCache alpha | reuse | compute | PSNR dB | schedule (X computed) |")
-    print("|---|---|---|---|---|")
-    for reuse in ("output", "extrapolate"):
+    print("\n| LFCache alpha | accumulates | reuse | compute | PSNR dB | schedule (X computed) |")
+    print("|---|---|---|---|---|---|")
+    for reference, reuse in (("previous", "output"), ("previous", "extrapolate"),
+                             ("cache", "extrapolate")):
         for alpha in (0.5, 0.7, 1.0, 1.5):
             torch._dynamo.reset()
             compiled = torch.compile(model, backend=pc_compile.backend(
-                preset="turbo", alpha=alpha, step_reuse=reuse, piece_compiler="eager"))
+                preset="turbo", alpha=alpha, step_reuse=reuse, lfd_reference=reference,
+                piece_compiler="eager"))
             values, fractions = [], []
             for (lab, seed), ref in zip(prompts, refs):
                 out = sampling.sample(sampling.plain(compiled), info, lab, seed,
@@ -96,7 +99,9 @@ def main() -> None:
             value, cf = sum(values) / len(values), sum(fractions) / len(fractions)
             trace = pc_compile.stats(compiled, detail=True)["per_stream"]["stream0"]["trace"]
             schedule = "".join("X" if e["computed"] else "." for e in trace)
-            print(f"| {alpha} | {reuse} | {cf:.3f} | {value:.2f} | `{schedule}` |", flush=True)
+            measure = "LFD (paper)" if reference == "previous" else "distance to the cache"
+            print(f"| {alpha} | {measure} | {reuse} | {cf:.3f} | {value:.2f} | `{schedule}` |",
+                  flush=True)
 
 
 if __name__ == "__main__":
