@@ -149,7 +149,7 @@ PRESETS: dict[str, PreciseCacheConfig] = {
     "off": PreciseCacheConfig(),
     # LFCache at alpha 0.5 / 0.7 / 1.5. base and flash accumulate the paper's LFD; turbo the
     # distance to the extrapolated cache, which measured better around half the compute and
-    # worse at 40-48% (BENCHMARKS.md). Flash is not the paper's (turbo + BlockCache, 40% of
+    # worse at 37-48% (BENCHMARKS.md, design measurement 8). Flash is not the paper's (turbo + BlockCache, 40% of
     # blocks, L = 3): that lost to uniform skipping on every reference model, because a block
     # bypass costs more fidelity per compute saved than reusing a whole step (BENCHMARKS.md);
     # it stays available as block_rule="blockcache".

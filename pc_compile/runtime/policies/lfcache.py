@@ -22,9 +22,10 @@ What we keep and what we changed, from measurements on the reference models (BEN
   ``"cache"`` (preset turbo) accumulates the distance to what the reuse would return, seen at
   low resolution: ``|| LF_i - extrapolation of LF at the last two computed steps ||``, and
   always extrapolates. Measured on the three reference models and two schedulers
-  (BENCHMARKS.md), neither wins everywhere: ``"cache"`` is ahead by 1.2-2.7 dB around half
-  the compute on four of six settings, and behind by 3-5 dB at 40-48% on four of six, where
-  long runs of reuses compound errors the low-resolution probe does not see;
+  (BENCHMARKS.md, five prompts), neither wins everywhere: at alpha 0.7 ``"cache"`` is ahead
+  at equal compute on five settings of six (by 0.5-1.3 dB), while at 37-47% compute it is
+  behind on cogvideox-deep (by 0.9-2.5 dB), where long runs of reuses compound errors the
+  low-resolution probe does not see;
 * the guidance branches of one step take one decision (``cached_graph.py``), so a reused
   step never pairs a fresh cond with a stale uncond;
 * the last steps of a schedule, where the remaining timestep is within 1.5 steps of zero
