@@ -149,10 +149,11 @@ PRESETS: dict[str, PreciseCacheConfig] = {
     "off": PreciseCacheConfig(),
     # LFCache at alpha 0.5 / 0.7 / 1.5. base and flash accumulate the paper's LFD; turbo the
     # distance to the extrapolated cache, which measured better around half the compute and
-    # worse at 37-48% (BENCHMARKS.md, design measurement 8). Flash is not the paper's (turbo + BlockCache, 40% of
-    # blocks, L = 3): that lost to uniform skipping on every reference model, because a block
-    # bypass costs more fidelity per compute saved than reusing a whole step (BENCHMARKS.md);
-    # it stays available as block_rule="blockcache".
+    # worse at 37-48% (BENCHMARKS.md, design measurement 8). Flash is not the paper's (LFCache
+    # at alpha 0.7 + BlockCache, 40% of blocks, L = 3): that lost to uniform skipping on every
+    # reference model, because a block bypass costs more fidelity per compute saved than
+    # reusing a whole step (design measurement 9); it stays available as
+    # block_rule="blockcache".
     "base": PreciseCacheConfig(step_rule="lfcache", alpha=0.5),
     "turbo": PreciseCacheConfig(step_rule="lfcache", alpha=0.7, lfd_reference="cache"),
     "flash": PreciseCacheConfig(step_rule="lfcache", alpha=1.5),
