@@ -45,8 +45,9 @@ class PreciseCacheConfig:
         step_reuse: what a reused step returns: ``"extrapolate"`` (default), the linear
             extrapolation in the timestep of the last two computed outputs; ``"output"``, the
             last computed output (the paper); ``"residual"``, the last computed chain residual
-            put through this step's prologue and epilogue. LFCache's probe chooses, per step,
-            between extrapolation and the last output; SenCache always extrapolates.
+            put through this step's prologue and epilogue. With ``lfd_reference="previous"``
+            LFCache's probe chooses, per step, between extrapolation and the last output; with
+            ``"cache"``, and with SenCache, a reused step always extrapolates.
         max_reuse: at most this many reused steps in a row (0: no limit; SenCache's ``K``).
         sen_epsilon: SenCache's threshold: reuse while the predicted relative change of the
             output since the last computed step stays under it.

@@ -74,7 +74,7 @@ class LFCache:
     """The step rule. ``decide`` returns whether to reuse."""
 
     def __init__(self, alpha: float, warmup_steps: int, radius: float, extrapolate: bool,
-                 max_reuse: int = 0, reference: str = "cache"):
+                 max_reuse: int = 0, reference: str = "previous"):
         self.alpha = alpha
         self.reference = reference
         self.max_reuse = max_reuse
@@ -105,22 +105,23 @@ class LFCache:
             # the last one alone), as the reused output is built from the full outputs.
             target = extrapolate(computed, t) if self.extrapolate else computed[-1][1]
             metric = lfd(spectrum, target)
-            better = torch.full((), self.extrapolate, dtype=torch.bool, device=step.device)
+            better, chosen = None, self.extrapolate  # the reuse is what was measured against
         else:
             # The paper's LFD. Which reuse is closer to this step at low frequency, the last
             # output or the extrapolation of the last two? The probe sees it, at no extra read.
             metric = step
+            better, chosen = None, False
             if self.extrapolate and len(computed) == 2:
                 better = lfd(spectrum, extrapolate(computed, t)) < lfd(spectrum, computed[-1][1])
-            else:
-                better = torch.zeros((), dtype=torch.bool, device=step.device)
         finite = finite & torch.isfinite(metric)
         accumulated = cache.get("accumulated", zero) + torch.where(finite, metric, zero)
         threshold = self.alpha * largest
         reuse_ok = (accumulated <= threshold) & finite
-        numbers, host = read_host(
-            [reuse_ok, finite, step, metric, accumulated, threshold, better], extra)
-        reuse_ok_v, finite_v, step_v, metric_v, accumulated_v, threshold_v, better_v = numbers
+        values = [reuse_ok, finite, step, metric, accumulated, threshold]
+        numbers, host = read_host(values if better is None else [*values, better], extra)
+        reuse_ok_v, finite_v, step_v, metric_v, accumulated_v, threshold_v = numbers[:6]
+        if better is not None:
+            chosen = bool(numbers[6])
 
         if not finite_v:
             state.counters.nonfinite_probes += 1
@@ -131,7 +132,7 @@ class LFCache:
                 "threshold": threshold_v}
         if not reuse:
             remember(computed, t, spectrum)
-        info["extrapolate"] = bool(better_v)
+        info["extrapolate"] = chosen
         return reuse, info, host
 
     def after_full_step(self, state, inputs, output, graph) -> None:
