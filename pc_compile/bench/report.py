@@ -9,6 +9,10 @@ compute fraction is at most the target plus a tolerance (0.04, a bit more than o
 among the peers (eager rows) and among all rows; and each of the project's rows (compiled) against
 uniform skipping at the same compute (interpolated) and the best peer at no more than 0.04 more
 compute.
+
+Several result files are merged (e.g. one run per scheduler). ``--prompts 5-7`` recomputes every
+row's means over those prompts only (0-based, in the run's order; ``0-4,7`` also works), to
+report prompts held out from a design choice apart from those that informed it.
 """
 
 from __future__ import annotations
@@ -143,12 +147,63 @@ def versus(res: dict, tol: float = 0.04) -> str:
     return "\n".join(out)
 
 
+def parse_indices(spec: str) -> list[int]:
+    """``"0-4,7"`` -> [0, 1, 2, 3, 4, 7]."""
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(f"bad prompt range {part!r} in {spec!r}; write e.g. 0-4,7")
+        first, last = int(lo), int(hi or lo)
+        if last < first:
+            raise ValueError(f"bad prompt range {part!r}: the end is before the start")
+        out.extend(range(first, last + 1))
+    return out
+
+
+def select_prompts(res: dict, indices: list[int]) -> dict:
+    """``res`` with every row's means (compute fraction, PSNR, SSIM) taken over the prompts at
+    ``indices`` of its ``per_prompt`` list. Rows without per-prompt results (the uncached
+    reference) are kept as they are; a row that lacks one of the prompts is an error."""
+    rows = []
+    for r in res["rows"]:
+        per = r.get("per_prompt")
+        if per is None:
+            rows.append(r)
+            continue
+        if max(indices) >= len(per):
+            raise ValueError(f"prompt {max(indices)} asked for, but {r['model']} "
+                             f"{r['method']} ({r['setting']}) has {len(per)} prompts")
+        chosen = [per[i] for i in indices]
+        means = {k: sum(p[k] for p in chosen) / len(chosen)
+                 for k in ("compute_fraction", "psnr", "ssim")}
+        rows.append({**r, **means, "per_prompt": chosen})
+    return {**res, "rows": rows}
+
+
+def load(paths: list[str]) -> dict:
+    """One result from several files: the rows concatenated, the first file's meta."""
+    results = []
+    for path in paths:
+        with open(path) as f:
+            results.append(json.load(f))
+    return {"meta": results[0].get("meta", {}),
+            "rows": [r for res in results for r in res["rows"]]}
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("results", nargs="?", default="bench_out/results.json")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="*", default=["bench_out/results.json"])
+    p.add_argument("--prompts", default=None,
+                   help="0-based prompt indices to average over, e.g. 5-7 (default: all)")
     args = p.parse_args(argv)
-    with open(args.results) as f:
-        res = json.load(f)
+    res = load(args.results)
+    if args.prompts:
+        try:
+            res = select_prompts(res, parse_indices(args.prompts))
+        except ValueError as e:
+            p.error(str(e))
     print("Peers (eager rows):\n")
     print(summary(res, modes=("eager",)))
     print("\nAll rows:\n")

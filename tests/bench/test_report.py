@@ -1,6 +1,8 @@
 """The report's comparison of the project's rows against uniform skipping and the peers."""
 
-from pc_compile.bench.report import interpolate, versus
+import pytest
+
+from pc_compile.bench.report import interpolate, parse_indices, select_prompts, versus
 
 
 def row(method, compute, psnr, mode="eager", setting=0):
@@ -38,3 +40,38 @@ def test_a_cheaper_peer_row_with_more_psnr_is_a_loss():
     (only,) = lines(rows)
     assert only[8] == "uniform: 35.0"  # taylorseer has one row: it spans no compute
     assert only[9] == "no |"
+
+
+def with_prompts(method, values, mode="eager"):
+    """A row whose per-prompt results are (compute, psnr) pairs; its means are deliberately
+    wrong, so that only a recomputation can give the right ones."""
+    per = [{"label": i, "seed": 100 + i, "compute_fraction": c, "psnr": p, "ssim": 0.9 + i / 100}
+           for i, (c, p) in enumerate(values)]
+    return {**row(method, -1.0, -1.0, mode=mode), "per_prompt": per}
+
+
+def test_a_prompt_subset_recomputes_every_rows_means():
+    res = {"rows": [with_prompts("uniform", [(0.5, 30.0), (0.5, 34.0), (0.5, 50.0)]),
+                    with_prompts("precisecache", [(0.6, 40.0), (0.4, 20.0), (0.5, 60.0)],
+                                 mode="compiled"),
+                    row("none", 1.0, 100.0)]}
+    assert parse_indices("0-1,2") == [0, 1, 2] and parse_indices("1") == [1]
+    sub = select_prompts(res, parse_indices("0-1"))
+    uniform, ours, reference = sub["rows"]
+    assert (uniform["compute_fraction"], uniform["psnr"]) == (0.5, 32.0)
+    assert (ours["compute_fraction"], ours["psnr"]) == (0.5, 30.0)
+    assert ours["ssim"] == pytest.approx(0.905)
+    assert [p["label"] for p in ours["per_prompt"]] == [0, 1]
+    assert reference["psnr"] == 100.0  # no per-prompt results: kept
+    assert res["rows"][0]["psnr"] == -1.0  # the input is not changed
+    only_last = select_prompts(res, [2])["rows"][1]
+    assert (only_last["compute_fraction"], only_last["psnr"]) == (0.5, 60.0)
+
+
+def test_a_bad_prompt_subset_is_a_clear_error():
+    res = {"rows": [with_prompts("uniform", [(0.5, 30.0), (0.5, 34.0)])]}
+    with pytest.raises(ValueError, match="prompt 2 asked for, but m uniform"):
+        select_prompts(res, [0, 2])
+    for spec in ("a-b", "3-1", "1-"):
+        with pytest.raises(ValueError, match="bad prompt range"):
+            parse_indices(spec)
