@@ -29,8 +29,10 @@ class PreciseCacheConfig:
             ``"sencache"`` reuses while the output's sensitivity predicts a small change.
         alpha: LFCache's relative threshold: reuse while the accumulated measure stays under
             ``alpha x`` the largest single-step measure of the generation (paper: 0.5 base,
-            0.7 turbo). Larger reuses more.
-        warmup_steps: the first steps of a generation always compute.
+            0.7 turbo; here 1.0 base and turbo, 1.5 flash). Larger reuses more; with
+            ``max_reuse=1`` and the paper's LFD, alpha >= 1 never vetoes a reuse.
+        warmup_steps: the first steps of a generation always compute (2; presets base 7,
+            turbo 5).
         probe_downsample: (time, height, width) factors of the probe (paper: 2, 4, 4).
         probe_min_tokens: the probe keeps at least this many tokens per frame (the spatial
             factor is lowered for small latents).
@@ -38,17 +40,18 @@ class PreciseCacheConfig:
             spatial size of the probe (paper: 1/5).
         lfd_reference: what LFCache compares each step's probe with, accumulating the distance
             over the reused steps: ``"previous"``, the probe output of the step before (the
-            paper's LFD; presets base and flash); ``"cache"``, what a reuse would return, seen
+            paper's LFD; the presets); ``"cache"``, what a reuse would return, seen
             by the probe (its outputs at the last two computed steps, extrapolated to this
-            timestep; preset turbo). The threshold is ``alpha x`` the largest step-to-step LFD
-            of the generation either way.
+            timestep; preset turbo until design measurement 13). The threshold is ``alpha x``
+            the largest step-to-step LFD of the generation either way.
         step_reuse: what a reused step returns: ``"extrapolate"`` (default), the linear
             extrapolation in the timestep of the last two computed outputs; ``"output"``, the
             last computed output (the paper); ``"residual"``, the last computed chain residual
             put through this step's prologue and epilogue. With ``lfd_reference="previous"``
             LFCache's probe chooses, per step, between extrapolation and the last output; with
             ``"cache"``, and with SenCache, a reused step always extrapolates.
-        max_reuse: at most this many reused steps in a row (0: no limit; SenCache's ``K``).
+        max_reuse: at most this many reused steps in a row (0: no limit; SenCache's ``K``;
+            presets base and turbo: 1).
         sen_epsilon: SenCache's threshold: reuse while the predicted relative change of the
             output since the last computed step stays under it.
         block_rule: how a computed step decides which blocks to bypass. ``"none"`` computes
@@ -148,15 +151,20 @@ def _choice(name: str, value, valid: tuple[str, ...]) -> None:
 PRESETS: dict[str, PreciseCacheConfig] = {
     # The partitioned graph with every step and block computed: equals plain torch.compile.
     "off": PreciseCacheConfig(),
-    # LFCache at alpha 0.5 / 0.7 / 1.5. base and flash accumulate the paper's LFD; turbo the
-    # distance to the extrapolated cache, which measured better around half the compute and
-    # worse at 37-48% (BENCHMARKS.md, design measurement 8). Flash is not the paper's (LFCache
-    # at alpha 0.7 + BlockCache, 40% of blocks, L = 3): that lost to uniform skipping on every
-    # reference model, because a block bypass costs more fidelity per compute saved than
-    # reusing a whole step (design measurement 9); it stays available as
+    # base and turbo (the default): a schedule prior, seven or five warm-up steps and at most one
+    # reused step in a row, so from there every other step is reused (about 65% and 61% compute
+    # with the probe at 30 steps). Under that cap alpha 1.0 never vetoes (one step's LFD cannot
+    # exceed the largest seen); the probe chooses per reused step between the last output and
+    # the extrapolation of the last two. Measured on the reference models this beat the paper's
+    # adaptive rule at alpha 0.5 / 0.7 and the other reuse forms (BENCHMARKS.md, design
+    # measurement 13); a lower alpha lets the guard compute steps where the probe moves most.
+    # flash: LFCache at alpha 1.5 with the paper's LFD, adaptive. It is not the paper's flash
+    # (LFCache at alpha 0.7 + BlockCache, 40% of blocks, L = 3): that lost to uniform skipping
+    # on every reference model, because a block bypass costs more fidelity per compute saved
+    # than reusing a whole step (design measurement 9); it stays available as
     # block_rule="blockcache".
-    "base": PreciseCacheConfig(step_rule="lfcache", alpha=0.5),
-    "turbo": PreciseCacheConfig(step_rule="lfcache", alpha=0.7, lfd_reference="cache"),
+    "base": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, warmup_steps=7, max_reuse=1),
+    "turbo": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, warmup_steps=5, max_reuse=1),
     "flash": PreciseCacheConfig(step_rule="lfcache", alpha=1.5),
     # SenCache (arXiv 2602.24208) and BWCache (arXiv 2509.13789) on the same machinery.
     "sencache": PreciseCacheConfig(step_rule="sencache", sen_epsilon=0.05, max_reuse=3),

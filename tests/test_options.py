@@ -39,11 +39,14 @@ def test_presets_and_overrides():
     assert config_from_options(None) == PRESETS["turbo"]  # the default
     flash = config_from_options({"preset": "flash"})
     assert (flash.step_rule, flash.alpha, flash.block_rule) == ("lfcache", 1.5, "none")
-    assert config_from_options({}).lfd_reference == "cache"  # turbo
+    turbo = config_from_options({})
+    assert (turbo.alpha, turbo.warmup_steps, turbo.max_reuse) == (1.0, 5, 1)
     assert config_from_options({"preset": "base"}).lfd_reference == "previous"
+    assert config_from_options({"lfd_reference": "cache"}).lfd_reference == "cache"
     with pytest.raises(ValueError, match="lfd_reference='next' is not valid; choose one of cache"):
         config_from_options({"lfd_reference": "next"})
-    assert config_from_options({"preset": "base"}).alpha == 0.5
+    base = config_from_options({"preset": "base"})
+    assert (base.alpha, base.warmup_steps, base.max_reuse) == (1.0, 7, 1)
     assert config_from_options({"preset": "off", "max_streams": 3}).max_streams == 3
     with pytest.raises(ValueError, match="either a PreciseCacheConfig or options"):
         pc_compile.backend(PreciseCacheConfig(), max_streams=2)

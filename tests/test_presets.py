@@ -67,6 +67,22 @@ def test_every_preset_runs_on_every_model(name, preset):
         assert stats["block_bypasses"] > 0
 
 
+@pytest.mark.parametrize("preset, warmup", [("turbo", 5), ("base", 7)])
+def test_base_and_turbo_reuse_every_other_step_after_their_warm_up(preset, warmup):
+    # Under a cap of one reuse, alpha 1.0 never vetoes: the schedule is the prior's, and the
+    # last two steps compute (the final one always; at an even step count the one before too).
+    torch._dynamo.reset()
+    tiny = build("wan")
+    compiled = torch.compile(tiny.model, backend="precisecache", options={"preset": preset,
+                                                                          **EAGER})
+    generate(compiled, tiny)
+    trace = pc_compile.stats(compiled, detail=True)["per_stream"]["stream0"]["trace"]
+    n = len(TIMESTEPS)
+    expected = [i < warmup or (i - warmup) % 2 == 1 or i >= n - 2 for i in range(n)]
+    assert [e["computed"] for e in trace] == expected
+    assert all(e["reuse"] in ("extrapolate", "output") for e in trace if not e["computed"])
+
+
 def test_the_same_inputs_give_the_same_schedule_and_outputs():
     tiny = build("wan")
     results = []

@@ -296,5 +296,5 @@ register(Method("fastercache", _fastercache, sweep=[2], full_sweep=[2, 3, 4, 6],
                 setting_name="spatial skip range", batched_cfg=True,
                 notes="diffusers FasterCacheConfig (defaults otherwise); needs batched guidance, "
                 "so it runs with one [uncond, cond] call per step"))
-register(Method("seacache", _seacache, sweep=[0.1, 0.25, 0.5],
+register(Method("seacache", _seacache, sweep=[0.1, 0.15, 0.25, 0.5],
                 full_sweep=[0.05, 0.1, 0.25, 0.5, 1.0, 2.0], notes="diffusers SeaCacheConfig"))

@@ -62,27 +62,41 @@ def _make(setting: str = "alpha", **fixed):
 
 
 register(Method(
-    "precisecache", _make(preset="base"), sweep=[0.5, 0.7, 1.0, 1.5],
+    "precisecache", _make(preset="flash"), sweep=[0.5, 0.7, 1.0, 1.5],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache (probe 2x4x4, the paper's accumulated LFD), extrapolated reuse chosen by the "
-          "probe; alpha 0.5 = base, 1.5 = flash",
+          "probe; alpha 1.5 = flash (0.5 = base until design measurement 13)",
 ))
 register(Method(
-    "precisecache-turbo", _make(preset="turbo"), sweep=[0.5, 0.7, 1.0, 1.5],
+    "precisecache-base", _make(preset="base"), sweep=[1.0],
+    full_sweep=[0.5, 0.7, 0.85, 1.0], mode="compiled", self_counted=True,
+    setting_name="alpha",
+    notes="preset base: seven warm-up steps, at most one reuse in a row, the paper's LFD, reuse "
+          "form chosen by the probe; alpha >= 1 never vetoes under that cap",
+))
+register(Method(
+    "precisecache-turbo", _make(preset="turbo"), sweep=[1.0],
+    full_sweep=[0.5, 0.7, 0.85, 1.0], mode="compiled", self_counted=True,
+    setting_name="alpha",
+    notes="preset turbo: five warm-up steps, at most one reuse in a row, the paper's LFD, reuse "
+          "form chosen by the probe; alpha >= 1 never vetoes under that cap",
+))
+register(Method(
+    "precisecache-cache", _make(preset="flash", lfd_reference="cache"), sweep=[0.5, 0.7, 1.0, 1.5],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache accumulating the probe's distance to the extrapolated cache, extrapolated "
-          "reuse; alpha 0.7 = turbo",
+          "reuse (preset turbo until design measurement 13, at alpha 0.7)",
 ))
 register(Method(
-    "precisecache-paper", _make(preset="base", step_reuse="output"),
+    "precisecache-paper", _make(preset="flash", step_reuse="output"),
     sweep=[0.7], full_sweep=[0.3, 0.5, 0.7, 1.0, 1.5, 2.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache as in the paper: its LFD and plain output reuse (ablation)",
 ))
 register(Method(
-    "precisecache+blockcache", _make(preset="base", block_rule="blockcache"), sweep=[0.7],
+    "precisecache+blockcache", _make(preset="flash", block_rule="blockcache"), sweep=[0.7],
     full_sweep=[0.5, 0.7, 1.0, 1.5], mode="compiled", self_counted=True, setting_name="alpha",
     notes="the paper's flash: LFCache at alpha 0.7 + BlockCache (40% of blocks, L = 3)",
 ))

@@ -15,17 +15,24 @@ What we keep and what we changed, from measurements on the reference models (BEN
   flow-matching model moves smoothly with the timestep, and on fixed schedules this keeps
   3-6 dB more PSNR;
 * what is accumulated (``lfd_reference``). The paper's LFD, ``|| LF_i - LF_(i-1) ||``
-  (``"previous"``, presets base and flash), measures how fast the prediction moves, which is
+  (``"previous"``, the presets), measures how fast the prediction moves, which is
   what a *plain* reuse gets wrong; the probe, its outputs extrapolated like the full outputs,
   then chooses per reused step between the extrapolation and the last output. An
   extrapolated reuse gets a steady movement right and only a change of direction wrong, so
-  ``"cache"`` (preset turbo) accumulates the distance to what the reuse would return, seen at
+  ``"cache"`` accumulates the distance to what the reuse would return, seen at
   low resolution: ``|| LF_i - extrapolation of LF at the last two computed steps ||``, and
   always extrapolates. Measured on the three reference models and two schedulers
   (BENCHMARKS.md, five prompts), neither wins everywhere: at alpha 0.7 ``"cache"`` is ahead
   at equal compute on five settings of six (by 0.5-1.3 dB), while at 37-47% compute it is
   behind on cogvideox-deep (by 0.9-2.5 dB), where long runs of reuses compound errors the
   low-resolution probe does not see;
+* a schedule prior (presets base and turbo: ``warmup_steps=7`` or ``5``, ``max_reuse=1``).
+  On five prompts, the accumulated-LFD rule spent its compute on worse steps than a plain
+  prior: a few warm-up steps, then never two reuses in a row. Under a cap of one,
+  ``alpha >= 1`` never vetoes (one step's LFD cannot exceed the largest seen), and what the
+  probe adds is the choice of the reuse form, worth +3 to +5 dB on cogvideox-tiny and -1 to
+  -4 dB on wan-tiny and cogvideox-deep against always extrapolating (BENCHMARKS.md, design
+  measurement 13);
 * the guidance branches of one step take one decision (``cached_graph.py``), so a reused
   step never pairs a fresh cond with a stale uncond;
 * the last steps of a schedule, where the remaining timestep is within 1.5 steps of zero
@@ -33,8 +40,7 @@ What we keep and what we changed, from measurements on the reference models (BEN
   reusing them were the costliest single reuses measured.
 
 The first ``warmup_steps`` of a generation always compute; ``max_reuse`` (0: no limit) caps the
-reused steps in a row (measured: no gain for LFCache on the reference models, see
-BENCHMARKS.md). A probe output that is not finite forces a full step and is counted
+reused steps in a row. A probe output that is not finite forces a full step and is counted
 (``nonfinite_probes``). All arithmetic stays on the device; one tensor of a few numbers is read
 by the host per step. The trace records, per step, ``metric`` (the accumulated distance of
 this step), ``lfd`` (the step-to-step LFD), ``accumulated`` and ``threshold``.
