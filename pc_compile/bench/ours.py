@@ -68,20 +68,22 @@ register(Method(
     notes="LFCache (probe 2x4x4, the paper's accumulated LFD), extrapolated reuse chosen by the "
           "probe; alpha 1.5 = flash (0.5 = base until design measurement 13)",
 ))
-register(Method(
-    "precisecache-base", _make(preset="base"), sweep=[1.0],
-    full_sweep=[0.5, 0.7, 0.85, 1.0], mode="compiled", self_counted=True,
-    setting_name="alpha",
-    notes="preset base: seven warm-up steps, at most one reuse in a row, the paper's LFD, reuse "
-          "form chosen by the probe; alpha >= 1 never vetoes under that cap",
-))
-register(Method(
-    "precisecache-turbo", _make(preset="turbo"), sweep=[1.0],
-    full_sweep=[0.5, 0.7, 0.85, 1.0], mode="compiled", self_counted=True,
-    setting_name="alpha",
-    notes="preset turbo: five warm-up steps, at most one reuse in a row, the paper's LFD, reuse "
-          "form chosen by the probe; alpha >= 1 never vetoes under that cap",
-))
+
+
+def _schedule_prior(name: str, preset: str, warmup: str) -> None:
+    """Presets base and turbo: alpha >= 1 never vetoes under their cap of one reuse in a row,
+    so one setting (the preset's 1.0) is their whole sweep; the full sweep lowers alpha."""
+    register(Method(
+        name, _make(preset=preset), sweep=[1.0], full_sweep=[0.5, 0.7, 0.85, 1.0],
+        mode="compiled", self_counted=True, setting_name="alpha",
+        notes=f"preset {preset}: {warmup} warm-up steps, at most one reuse in a row, the paper's "
+              "LFD, reuse form chosen by the probe",
+    ))
+
+
+_schedule_prior("precisecache-base", "base", "seven")
+_schedule_prior("precisecache-turbo", "turbo", "five")
+
 register(Method(
     "precisecache-cache", _make(preset="flash", lfd_reference="cache"), sweep=[0.5, 0.7, 1.0, 1.5],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
