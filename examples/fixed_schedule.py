@@ -26,20 +26,22 @@ import argparse
 import torch
 
 from pc_compile.bench import metrics, models, sampling
+from pc_compile.runtime.policies.lfcache import extrapolate
 
 PROMPTS = [(0, 100), (5, 101), (2, 102), (7, 103), (4, 104)]
 WAYS = ("plain", "line", "wide", "wide-t")
 
 
 def predict(computed: list, t: float, step: int, way: str):
-    """The line through the last computed (t, output, step) and an earlier one, at ``t``."""
+    """The runtime's extrapolation through the last computed (t, output, step) and the earlier
+    one ``way`` picks, at ``t``."""
     t_a, v_a, s_a = computed[-1]
     t_b, v_b, s_b = computed[-2]
     if way != "line":
         for t_b, v_b, s_b in reversed(computed[:-1]):
             if (s_a - s_b >= step - s_a) if way == "wide" else (t_b - t_a >= t_a - t):
                 break
-    return v_a + (v_a - v_b) * ((t - t_a) / (t_a - t_b))
+    return extrapolate([(t_b, v_b), (t_a, v_a)], t)
 
 
 def replay(base, pattern: list[bool], way: str):
