@@ -182,13 +182,21 @@ def select_prompts(res: dict, indices: list[int]) -> dict:
 
 
 def load(paths: list[str]) -> dict:
-    """One result from several files: the rows concatenated, the first file's meta."""
+    """One result from several files, with the first file's meta. A row of a later file
+    replaces a row of an earlier one for the same model, scheduler, steps, method and setting
+    (a rerun of some methods, merged with the peers of an earlier run); the rest are
+    concatenated in order."""
     results = []
     for path in paths:
         with open(path) as f:
             results.append(json.load(f))
-    return {"meta": results[0].get("meta", {}),
-            "rows": [r for res in results for r in res["rows"]]}
+    rows: dict = {}
+    for res in results:
+        for r in res["rows"]:
+            key = tuple(json.dumps(r.get(k)) for k in
+                        ("model", "scheduler", "steps", "method", "setting"))
+            rows[key] = r
+    return {"meta": results[0].get("meta", {}), "rows": list(rows.values())}
 
 
 def main(argv=None) -> None:

@@ -1,8 +1,10 @@
 """The report's comparison of the project's rows against uniform skipping and the peers."""
 
+import json
+
 import pytest
 
-from pc_compile.bench.report import interpolate, parse_indices, select_prompts, versus
+from pc_compile.bench.report import interpolate, load, parse_indices, select_prompts, versus
 
 
 def row(method, compute, psnr, mode="eager", setting=0):
@@ -75,3 +77,19 @@ def test_a_bad_prompt_subset_is_a_clear_error():
     for spec in ("a-b", "3-1", "1-"):
         with pytest.raises(ValueError, match="bad prompt range"):
             parse_indices(spec)
+
+
+def test_later_files_replace_the_same_rows_of_earlier_ones(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"meta": {"run": 1}, "rows": [
+        row("uniform", 0.5, 30.0), row("precisecache", 0.6, 40.0, mode="compiled", setting=1.0),
+        row("precisecache", 0.4, 35.0, mode="compiled", setting=1.5)]}))
+    second.write_text(json.dumps({"meta": {"run": 2}, "rows": [
+        row("precisecache", 0.62, 44.0, mode="compiled", setting=1.0),
+        row("precisecache", 0.6, 41.0, mode="compiled", setting=1.0)
+        | {"scheduler": "unipc"}]}))
+    res = load([str(first), str(second)])
+    assert res["meta"] == {"run": 1}
+    assert [(r["method"], r["scheduler"], r["setting"], r["psnr"]) for r in res["rows"]] == [
+        ("uniform", "euler", 0, 30.0), ("precisecache", "euler", 1.0, 44.0),
+        ("precisecache", "euler", 1.5, 35.0), ("precisecache", "unipc", 1.0, 41.0)]
