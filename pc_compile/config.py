@@ -50,6 +50,10 @@ class PreciseCacheConfig:
             put through this step's prologue and epilogue. With ``lfd_reference="previous"``
             LFCache's probe chooses, per step, between extrapolation and the last output; with
             ``"cache"``, and with SenCache, a reused step always extrapolates.
+        end_span: the steps whose timestep lies within ``end_span`` step sizes of zero (the
+            step size is the last one, so no step count is needed) always compute: 1.5 keeps
+            the last step (and Euler's one before it); the presets' 4.5 keeps the last three
+            steps of UniPC and the last four of Euler at shift 3, 20-50 steps.
         max_reuse: at most this many reused steps in a row (0: no limit; SenCache's ``K``;
             presets base and turbo: 1).
         sen_epsilon: SenCache's threshold: reuse while the predicted relative change of the
@@ -82,6 +86,7 @@ class PreciseCacheConfig:
     lfd_reference: str = "previous"
     step_reuse: str = "extrapolate"
     max_reuse: int = 0
+    end_span: float = 1.5
     block_rule: str = "none"
     pivotal_fraction: float = 0.4
     pivotal_steps: int = 3
@@ -105,6 +110,7 @@ class PreciseCacheConfig:
         _integer("probe_min_tokens", self.probe_min_tokens, low=1)
         _integer("pivotal_steps", self.pivotal_steps, low=1)
         _integer("max_reuse", self.max_reuse, low=0)
+        _number("end_span", self.end_span, low=0.0, high=1000.0)
         _number("sen_epsilon", self.sen_epsilon, low=0.0, high=10.0, low_open=True)
         _number("bw_threshold", self.bw_threshold, low=0.0, high=10.0, low_open=True)
         _integer("bw_reuse_steps", self.bw_reuse_steps, low=1)
@@ -151,20 +157,24 @@ def _choice(name: str, value, valid: tuple[str, ...]) -> None:
 PRESETS: dict[str, PreciseCacheConfig] = {
     # The partitioned graph with every step and block computed: equals plain torch.compile.
     "off": PreciseCacheConfig(),
-    # base and turbo (the default): a schedule prior, seven or five warm-up steps and at most one
-    # reused step in a row, so from there every other step is reused (about 65% and 61% compute
-    # with the probe at 30 steps). Under that cap alpha 1.0 never vetoes (one step's LFD cannot
-    # exceed the largest seen); the probe chooses per reused step between the last output and
-    # the extrapolation of the last two. Measured on the reference models this beat the paper's
-    # adaptive rule at alpha 0.5 / 0.7 and the other reuse forms (BENCHMARKS.md, design
-    # measurement 13); a lower alpha lets the guard compute steps where the probe moves most.
+    # base and turbo (the default): a schedule prior, seven or five warm-up steps, at most one
+    # reused step in a row, and the steps within 4.5 step sizes of the end computed, so every
+    # other step is reused in between (about 68% and 65% compute with the probe at 30 steps).
+    # Under that cap alpha 1.0 never vetoes (one step's LFD cannot exceed the largest seen);
+    # the probe chooses per reused step between the last output and the extrapolation of the
+    # last two, keeping the accumulated low-frequency error smallest. Measured on the reference
+    # models this beat the paper's adaptive rule at alpha 0.5 / 0.7, the other reuse forms and
+    # the other phases (BENCHMARKS.md, design measurements 13 and 15); a lower alpha lets the
+    # guard compute steps where the probe moves most.
     # flash: LFCache at alpha 1.5 with the paper's LFD, adaptive. It is not the paper's flash
     # (LFCache at alpha 0.7 + BlockCache, 40% of blocks, L = 3): that lost to uniform skipping
     # on every reference model, because a block bypass costs more fidelity per compute saved
     # than reusing a whole step (design measurement 9); it stays available as
     # block_rule="blockcache".
-    "base": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, warmup_steps=7, max_reuse=1),
-    "turbo": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, warmup_steps=5, max_reuse=1),
+    "base": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, warmup_steps=7, max_reuse=1,
+                               end_span=4.5),
+    "turbo": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, warmup_steps=5, max_reuse=1,
+                                end_span=4.5),
     "flash": PreciseCacheConfig(step_rule="lfcache", alpha=1.5),
     # SenCache (arXiv 2602.24208) and BWCache (arXiv 2509.13789) on the same machinery.
     "sencache": PreciseCacheConfig(step_rule="sencache", sen_epsilon=0.05, max_reuse=3),

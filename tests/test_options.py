@@ -32,6 +32,8 @@ def test_bad_values_are_clear_errors():
         config_from_options({"probe_downsample": (2, 0, 4)})
     with pytest.raises(ValueError, match="pivotal_steps must be an integer >= 1"):
         config_from_options({"pivotal_steps": 0})
+    with pytest.raises(ValueError, match=r"end_span must be a number in \[0.0, 1000.0\]"):
+        config_from_options({"end_span": -1.0})
     assert config_from_options({"probe_downsample": [1, 2, 2]}).probe_downsample == (1, 2, 2)
 
 
@@ -40,13 +42,13 @@ def test_presets_and_overrides():
     flash = config_from_options({"preset": "flash"})
     assert (flash.step_rule, flash.alpha, flash.block_rule) == ("lfcache", 1.5, "none")
     turbo = config_from_options({})
-    assert (turbo.alpha, turbo.warmup_steps, turbo.max_reuse) == (1.0, 5, 1)
+    assert (turbo.alpha, turbo.warmup_steps, turbo.max_reuse, turbo.end_span) == (1.0, 5, 1, 4.5)
     assert config_from_options({"preset": "base"}).lfd_reference == "previous"
     assert config_from_options({"lfd_reference": "cache"}).lfd_reference == "cache"
     with pytest.raises(ValueError, match="lfd_reference='next' is not valid; choose one of cache"):
         config_from_options({"lfd_reference": "next"})
     base = config_from_options({"preset": "base"})
-    assert (base.alpha, base.warmup_steps, base.max_reuse) == (1.0, 7, 1)
+    assert (base.alpha, base.warmup_steps, base.max_reuse, base.end_span) == (1.0, 7, 1, 4.5)
     assert config_from_options({"preset": "off", "max_streams": 3}).max_streams == 3
     with pytest.raises(ValueError, match="either a PreciseCacheConfig or options"):
         pc_compile.backend(PreciseCacheConfig(), max_streams=2)

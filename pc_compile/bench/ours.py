@@ -66,7 +66,8 @@ register(Method(
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache (probe 2x4x4, the paper's accumulated LFD), extrapolated reuse chosen by the "
-          "probe; alpha 1.5 = flash (0.5 = base until design measurement 13)",
+          "probe against the accumulated error; alpha 1.5 = flash (0.5 = base until design "
+          "measurement 13)",
 ))
 
 
@@ -76,8 +77,9 @@ def _schedule_prior(name: str, preset: str, warmup: str) -> None:
     register(Method(
         name, _make(preset=preset), sweep=[1.0], full_sweep=[0.5, 0.7, 0.85, 1.0],
         mode="compiled", self_counted=True, setting_name="alpha",
-        notes=f"preset {preset}: {warmup} warm-up steps, at most one reuse in a row, the paper's "
-              "LFD, reuse form chosen by the probe",
+        notes=f"preset {preset}: {warmup} warm-up steps, at most one reuse in a row, the steps "
+              "within 4.5 step sizes of the end computed, the paper's LFD, reuse form chosen by "
+              "the probe against the accumulated error",
     ))
 
 

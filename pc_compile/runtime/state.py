@@ -69,13 +69,15 @@ class StreamState:
     cache: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
 
-    def near_end(self) -> bool:
-        """Whether this step's timestep lies within 1.5 step sizes of zero: the last step of a
-        schedule (and Euler's one before it), whose reuse costs the most (BENCHMARKS.md)."""
+    def near_end(self, span: float = 1.5) -> bool:
+        """Whether this step's timestep lies within ``span`` step sizes (the last one) of zero:
+        an estimate of the steps left that needs no step count. 1.5 catches the last step of a
+        schedule (and Euler's one before it); the presets' 4.5 the last three of UniPC and the
+        last four of Euler at shift 3 (BENCHMARKS.md, design measurement 15)."""
         t, before = self.last_timestep, self.previous_timestep
         if t is None or before is None:
             return False
-        return 0 <= t < 1.5 * (before - t)
+        return 0 <= t < span * (before - t)
 
     def start_generation(self) -> None:
         self.cache.clear()

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pc_compile.runtime.policies.lfcache import LFCache
+from pc_compile.runtime.policies.lfcache import LFCache, choose_form
 from pc_compile.runtime.state import StreamState
 
 GRAPH = SimpleNamespace(probe=lambda inputs: inputs[0],
@@ -70,3 +70,40 @@ def test_without_extrapolation_the_cache_is_the_last_computed_probe_output():
     assert infos[7]["metric"] == pytest.approx(1.0, rel=1e-5)
     assert infos[7]["accumulated"] == pytest.approx(1.5, rel=1e-5)
     assert not any(info["extrapolate"] for info in infos[2:])
+
+
+def test_choose_form_keeps_the_sum_of_the_reuse_errors_smallest():
+    spectrum = torch.tensor([0.0])
+    extrapolated, last = torch.tensor([-0.8]), torch.tensor([0.5])
+    # Alone, the last output is closer (0.5 against 0.8)...
+    better, _ = choose_form(None, spectrum, (extrapolated, last), weight=1.0)
+    assert not bool(better)
+    # ...but after a reuse that overshot by +1 the extrapolation cancels it (0.2 against 1.5).
+    better, after = choose_form(torch.tensor([1.0]), spectrum, (extrapolated, last), weight=1.0)
+    assert bool(better)
+    assert [float(a) for a in after] == pytest.approx([0.2, 1.5])
+    # Each error counts by its step size.
+    _, after = choose_form(torch.tensor([1.0]), spectrum, (extrapolated, last), weight=2.0)
+    assert [float(a) for a in after] == pytest.approx([-0.6, 2.0])
+
+
+def test_the_probe_chooses_the_form_against_the_errors_of_earlier_reuses():
+    rule = LFCache(alpha=100.0, warmup_steps=2, radius=0.2, extrapolate=True, max_reuse=1,
+                   reference="previous")
+    decisions, infos = run(rule, [0.0, 1.0, 1.7, 3.0, 3.6, 4.0])
+    assert decisions == [False, False, True, False, True, False]
+    # Step 2: the line through steps 0 and 1 gives 2 (error +0.3), the last output 1 (-0.7).
+    assert infos[2]["extrapolate"]
+    # Step 4: the line through steps 1 and 3 gives 4 (+0.4), the last output 3 (-0.6). Alone
+    # the line is closer, but with step 2's +0.3 the last output leaves the smaller sum.
+    assert not infos[4]["extrapolate"]
+
+
+@pytest.mark.parametrize("end_span, last_reused", [(1.5, 7), (4.5, 5)])
+def test_steps_within_end_span_step_sizes_of_zero_always_compute(end_span, last_reused):
+    # Timesteps 1000, 900, ...: step i lies 10 - i step sizes from zero, so a span of 4.5
+    # keeps steps 6 and 7 (4 and 3 step sizes away) computed, a span of 1.5 neither.
+    rule = LFCache(alpha=100.0, warmup_steps=2, radius=0.2, extrapolate=True,
+                   end_span=end_span)
+    decisions, _ = run(rule, [1.0 + 0.1 * i for i in range(8)])
+    assert decisions == [False, False] + [i <= last_reused for i in range(2, 8)]

@@ -24,7 +24,7 @@ def make_policy(config, spec, chain_pairs, roles=None) -> Policy:
     if config.step_rule == "lfcache":
         step_rule = LFCache(config.alpha, config.warmup_steps, config.lowpass_radius,
                             extrapolate=extrapolates, max_reuse=config.max_reuse,
-                            reference=config.lfd_reference)
+                            reference=config.lfd_reference, end_span=config.end_span)
     elif config.step_rule == "sencache":
         if roles is not None and roles.hidden is None:
             raise PolicyUnsupported(
@@ -33,7 +33,7 @@ def make_policy(config, spec, chain_pairs, roles=None) -> Policy:
                 "(hidden_states, x, latents, latent, sample, img)"
             )
         step_rule = SenCache(config.sen_epsilon, config.warmup_steps, config.max_reuse,
-                             extrapolate=extrapolates)
+                             extrapolate=extrapolates, end_span=config.end_span)
     if step_rule is not None and config.step_reuse == "residual" and chain_pairs is None:
         raise PolicyUnsupported(
             "step_reuse='residual' needs one list of identical blocks whose last block "
@@ -51,5 +51,5 @@ def make_policy(config, spec, chain_pairs, roles=None) -> Policy:
             block_rule = BlockCache(config.pivotal_fraction, config.pivotal_steps, bypassable)
         else:
             block_rule = BWCache(config.bw_threshold, config.bw_reuse_steps, config.bw_scope,
-                                 bypassable, config.warmup_steps)
+                                 bypassable, config.warmup_steps, config.end_span)
     return PreciseCachePolicy(step_rule, block_rule, config.step_reuse, probe_cost=0.0)

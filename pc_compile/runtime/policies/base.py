@@ -58,15 +58,17 @@ class Policy:
         pass
 
 
-def guard(state, graph, verdict: bool, warmup_steps: int, max_reuse: int) -> bool:
+def guard(state, graph, verdict: bool, warmup_steps: int, max_reuse: int,
+          end_span: float = 1.5) -> bool:
     """A step rule's verdict, overruled where no rule may reuse: the first ``warmup_steps`` of a
-    generation, the steps near the end of the schedule (``StreamState.near_end``), nothing
-    cached yet, or ``max_reuse`` (> 0) reuses in a row already. Counts the run of reuses."""
+    generation, the steps within ``end_span`` step sizes of the end (``StreamState.near_end``),
+    nothing cached yet, or ``max_reuse`` (> 0) reuses in a row already. Counts the run of
+    reuses."""
     run = state.cache.get("reuse_run", 0)
     reuse = (
         verdict
         and state.step_in_generation >= warmup_steps
-        and not state.near_end()
+        and not state.near_end(end_span)
         and graph.policy.can_reuse(state)
         and not (max_reuse and run >= max_reuse)
     )

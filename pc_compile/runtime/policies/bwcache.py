@@ -43,8 +43,9 @@ from pc_compile.runtime.policies.base import StepPlan
 
 class BWCache:
     def __init__(self, threshold: float, reuse_steps: int, scope: str, bypassable: list[bool],
-                 warmup_steps: int):
+                 warmup_steps: int, end_span: float = 1.5):
         self.threshold = threshold
+        self.end_span = end_span
         self.reuse_steps = reuse_steps
         self.scope = scope
         self.bypassable = bypassable
@@ -77,7 +78,7 @@ class BWCache:
         left = cache.setdefault("bw_left", [0] * len(self.bypassable))
         if (
             state.step_in_generation < self.warmup_steps
-            or state.near_end()
+            or state.near_end(self.end_span)
             or "bw_residuals" not in cache
         ):
             left[:] = [0] * len(left)

@@ -30,14 +30,22 @@ What we keep and what we changed, from measurements on the reference models (BEN
   On five prompts, the accumulated-LFD rule spent its compute on worse steps than a plain
   prior: a few warm-up steps, then never two reuses in a row. Under a cap of one,
   ``alpha >= 1`` never vetoes (one step's LFD cannot exceed the largest seen), and what the
-  probe adds is the choice of the reuse form, worth +3 to +5 dB on cogvideox-tiny and -1 to
-  -4 dB on wan-tiny and cogvideox-deep against always extrapolating (BENCHMARKS.md, design
-  measurement 13);
+  probe adds is the choice of the reuse form (BENCHMARKS.md, design measurements 13 and 15);
+* how the probe chooses the reuse form (``choose_form``). Each reused step adds its error to
+  the latent, weighted by its step size, and the errors add up: a plain reuse lags the
+  prediction, an extrapolation overshoots where it turns, and one can cancel the other. So the
+  probe keeps the running sum of the chosen forms' low-frequency errors and takes the form
+  that leaves the sum smallest, not the form closest to this step alone. On the schedule
+  prior, over eight prompts, this kept 0.2-4.2 dB more (wan-tiny Euler 44.8 -> 48.9 dB) and
+  lost nowhere (BENCHMARKS.md, design measurement 15);
+* the steps within ``end_span`` step sizes of t = 0 always compute (presets: 4.5, the last
+  three steps of UniPC and the last four of Euler at shift 3). At the same compute (eleven
+  reuses of thirty), computing them and reusing an earlier step instead kept 0.3-4.0 dB more
+  on five settings of six and 0.2 dB less on wan-tiny UniPC (design measurement 15): the
+  last steps are the largest, and UniPC's multistep update carries a reuse's error one step
+  further;
 * the guidance branches of one step take one decision (``cached_graph.py``), so a reused
   step never pairs a fresh cond with a stale uncond;
-* the last steps of a schedule, where the remaining timestep is within 1.5 steps of zero
-  (the final step of Euler and UniPC schedules, and Euler's one before it), always compute:
-  reusing them were the costliest single reuses measured.
 
 The first ``warmup_steps`` of a generation always compute; ``max_reuse`` (0: no limit) caps the
 reused steps in a row. A probe output that is not finite forces a full step and is counted
@@ -71,6 +79,31 @@ def extrapolate(history: list, t: float | None):
     return v_a + (v_a - v_b) * scale
 
 
+def choose_form(error: torch.Tensor | None, spectrum: torch.Tensor, candidates: tuple,
+                weight: float) -> tuple[torch.Tensor, tuple]:
+    """Which of two reuse forms to take: (extrapolated?, the accumulated error after each).
+
+    ``candidates`` are the low-frequency spectra the two forms would return at this step, seen
+    by the probe (the extrapolation, then the last computed output); ``spectrum`` is what the
+    probe predicts here; ``error`` is the weighted sum of the reused steps' errors so far (None:
+    no reuse yet). The sampler integrates the prediction, so the errors of the reused steps add
+    up in the latent; the form that keeps their sum smallest wins: a plain reuse lags, an
+    extrapolation overshoots where the prediction turns, and one can cancel the other.
+    ``weight`` is the step's share of the integral (its step size)."""
+    after = tuple(weight * (c - spectrum) if error is None else error + weight * (c - spectrum)
+                  for c in candidates)
+    better = torch.linalg.vector_norm(after[0]) < torch.linalg.vector_norm(after[1])
+    return better, after
+
+
+def _step_weight(state) -> float:
+    """The step size in the timestep (the previous one, as the next is not known yet)."""
+    t, before = state.last_timestep, state.previous_timestep
+    if t is None or before is None or before <= t:
+        return 1.0
+    return before - t
+
+
 def remember(history: list, t: float | None, value, keep: int = 2) -> None:
     history.append((t, value))
     del history[:-keep]
@@ -80,8 +113,9 @@ class LFCache:
     """The step rule. ``decide`` returns whether to reuse."""
 
     def __init__(self, alpha: float, warmup_steps: int, radius: float, extrapolate: bool,
-                 max_reuse: int = 0, reference: str = "previous"):
+                 max_reuse: int = 0, reference: str = "previous", end_span: float = 1.5):
         self.alpha = alpha
+        self.end_span = end_span
         self.reference = reference
         self.max_reuse = max_reuse
         self.warmup_steps = warmup_steps
@@ -113,12 +147,15 @@ class LFCache:
             metric = lfd(spectrum, target)
             better, chosen = None, self.extrapolate  # the reuse is what was measured against
         else:
-            # The paper's LFD. Which reuse is closer to this step at low frequency, the last
-            # output or the extrapolation of the last two? The probe sees it, at no extra read.
+            # The paper's LFD. Which reuse form, the last output or the extrapolation of the
+            # last two, keeps the generation's accumulated low-frequency error smallest? The
+            # probe sees it, at no extra read (see ``choose_form``).
             metric = step
             better, chosen = None, False
             if self.extrapolate and len(computed) == 2:
-                better = lfd(spectrum, extrapolate(computed, t)) < lfd(spectrum, computed[-1][1])
+                candidates = (extrapolate(computed, t), computed[-1][1])
+                weight = _step_weight(state)
+                better, errors = choose_form(cache.get("lf_error"), spectrum, candidates, weight)
         finite = finite & torch.isfinite(metric)
         accumulated = cache.get("accumulated", zero) + torch.where(finite, metric, zero)
         threshold = self.alpha * largest
@@ -131,7 +168,10 @@ class LFCache:
 
         if not finite_v:
             state.counters.nonfinite_probes += 1
-        reuse = guard(state, graph, bool(reuse_ok_v), self.warmup_steps, self.max_reuse)
+        reuse = guard(state, graph, bool(reuse_ok_v), self.warmup_steps, self.max_reuse,
+                      self.end_span)
+        if reuse and better is not None:
+            cache["lf_error"] = errors[0] if chosen else errors[1]
         cache["largest"] = largest
         cache["accumulated"] = accumulated if reuse else zero
         info = {"metric": metric_v, "lfd": step_v, "accumulated": accumulated_v,

@@ -11,11 +11,11 @@ three forms (``step_reuse``):
 
 ``"extrapolate"``  the linear extrapolation, in the timestep, of the outputs of the last two
                    computed steps (with LFCache's ``lfd_reference="previous"``: or the last
-                   output, whichever the probe finds closer to this step; see
-                   ``lfcache.py``). Measured on the reference models, extrapolation keeps
-                   3-6 dB more PSNR than plain reuse on regular schedules (BENCHMARKS.md): the
-                   prediction of a flow-matching model moves smoothly with the timestep, so a
-                   first-order step follows it better.
+                   output, whichever keeps the reuses' accumulated error smaller as the
+                   probe sees it; see ``lfcache.py``). Measured on the reference models,
+                   extrapolation keeps 3-6 dB more PSNR than plain reuse on regular schedules
+                   (BENCHMARKS.md): the prediction of a flow-matching model moves smoothly
+                   with the timestep, so a first-order step follows it better.
 ``"output"``       the output of the last computed step, as it was (the paper's reuse);
 ``"residual"``     the blocks' residual (last block's output minus first block's input) of the
                    last computed step, or its extrapolation from the last two, as the probe

@@ -68,8 +68,10 @@ def first_tensor(output) -> torch.Tensor:
 class SenCache:
     """The step rule. ``decide`` returns whether to reuse; ``after_full_step`` re-anchors."""
 
-    def __init__(self, epsilon: float, warmup_steps: int, max_reuse: int, extrapolate: bool):
+    def __init__(self, epsilon: float, warmup_steps: int, max_reuse: int, extrapolate: bool,
+                 end_span: float = 1.5):
         self.epsilon = epsilon
+        self.end_span = end_span
         self.warmup_steps = warmup_steps
         self.max_reuse = max_reuse
         self.extrapolate = extrapolate
@@ -84,7 +86,7 @@ class SenCache:
         predicted = sensitivity * rms(x - x_a) / scale
         (predicted_v, sensitivity_v), host = read_host([predicted, sensitivity], extra)
         verdict = predicted_v <= self.epsilon  # False for NaN
-        reuse = guard(state, graph, verdict, self.warmup_steps, self.max_reuse)
+        reuse = guard(state, graph, verdict, self.warmup_steps, self.max_reuse, self.end_span)
         info = {"metric": predicted_v, "threshold": self.epsilon, "sensitivity": sensitivity_v,
                 "extrapolate": self.extrapolate}
         return reuse, info, host
