@@ -40,7 +40,7 @@ def test_bad_values_are_clear_errors():
 def test_presets_and_overrides():
     assert config_from_options(None) == PRESETS["turbo"]  # the default
     flash = config_from_options({"preset": "flash"})
-    assert (flash.step_rule, flash.alpha, flash.block_rule) == ("lfcache", 1.5, "none")
+    assert (flash.step_rule, flash.alpha, flash.block_rule) == ("lfcache", 1.0, "none")
     turbo = config_from_options({})
     assert (turbo.alpha, turbo.warmup_steps, turbo.max_reuse, turbo.end_span) == (1.0, 5, 1, 4.5)
     assert config_from_options({"preset": "base"}).lfd_reference == "previous"

@@ -66,8 +66,8 @@ register(Method(
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache (probe 2x4x4, the paper's accumulated LFD), extrapolated reuse chosen by the "
-          "probe against the accumulated error; alpha 1.5 = flash (0.5 = base until design "
-          "measurement 13)",
+          "probe against the accumulated error; alpha 1.0 = flash (1.5 until design "
+          "measurement 15)",
 ))
 
 
