@@ -29,6 +29,10 @@ _stream_name: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "pc_compile_stream_name", default=None
 )
 
+# The steps within this many step sizes of t = 0 always compute unless a config says otherwise
+# (``PreciseCacheConfig.end_span``): the last step, and Euler's one before it.
+END_SPAN = 1.5
+
 
 @contextlib.contextmanager
 def named_stream(name: str):
@@ -69,15 +73,21 @@ class StreamState:
     cache: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
 
-    def near_end(self, span: float = 1.5) -> bool:
+    def step_size(self) -> float | None:
+        """The last step size in the timestep (from the step before to this one), or None
+        before a generation's second step."""
+        t, before = self.last_timestep, self.previous_timestep
+        if t is None or before is None or before <= t:
+            return None
+        return before - t
+
+    def near_end(self, span: float = END_SPAN) -> bool:
         """Whether this step's timestep lies within ``span`` step sizes (the last one) of zero:
         an estimate of the steps left that needs no step count. 1.5 catches the last step of a
         schedule (and Euler's one before it); the presets' 4.5 the last three of UniPC and the
         last four of Euler at shift 3 (BENCHMARKS.md, design measurement 15)."""
-        t, before = self.last_timestep, self.previous_timestep
-        if t is None or before is None:
-            return False
-        return 0 <= t < span * (before - t)
+        size = self.step_size()
+        return size is not None and 0 <= self.last_timestep < span * size
 
     def start_generation(self) -> None:
         self.cache.clear()

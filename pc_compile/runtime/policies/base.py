@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pc_compile.runtime.state import END_SPAN
+
 
 @dataclass
 class StepPlan:
@@ -59,7 +61,7 @@ class Policy:
 
 
 def guard(state, graph, verdict: bool, warmup_steps: int, max_reuse: int,
-          end_span: float = 1.5) -> bool:
+          end_span: float = END_SPAN) -> bool:
     """A step rule's verdict, overruled where no rule may reuse: the first ``warmup_steps`` of a
     generation, the steps within ``end_span`` step sizes of the end (``StreamState.near_end``),
     nothing cached yet, or ``max_reuse`` (> 0) reuses in a row already. Counts the run of

@@ -39,11 +39,12 @@ from __future__ import annotations
 import torch
 
 from pc_compile.runtime.policies.base import StepPlan
+from pc_compile.runtime.state import END_SPAN
 
 
 class BWCache:
     def __init__(self, threshold: float, reuse_steps: int, scope: str, bypassable: list[bool],
-                 warmup_steps: int, end_span: float = 1.5):
+                 warmup_steps: int, end_span: float = END_SPAN):
         self.threshold = threshold
         self.end_span = end_span
         self.reuse_steps = reuse_steps

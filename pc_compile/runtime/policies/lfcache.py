@@ -60,6 +60,7 @@ import torch
 
 from pc_compile.runtime.lfd import lfd, low_frequencies
 from pc_compile.runtime.policies.base import guard, read_host
+from pc_compile.runtime.state import END_SPAN
 
 
 def extrapolate(history: list, t: float | None):
@@ -96,14 +97,6 @@ def choose_form(error: torch.Tensor | None, spectrum: torch.Tensor, candidates: 
     return better, after
 
 
-def _step_weight(state) -> float:
-    """The step size in the timestep (the previous one, as the next is not known yet)."""
-    t, before = state.last_timestep, state.previous_timestep
-    if t is None or before is None or before <= t:
-        return 1.0
-    return before - t
-
-
 def remember(history: list, t: float | None, value, keep: int = 2) -> None:
     history.append((t, value))
     del history[:-keep]
@@ -113,7 +106,7 @@ class LFCache:
     """The step rule. ``decide`` returns whether to reuse."""
 
     def __init__(self, alpha: float, warmup_steps: int, radius: float, extrapolate: bool,
-                 max_reuse: int = 0, reference: str = "previous", end_span: float = 1.5):
+                 max_reuse: int = 0, reference: str = "previous", end_span: float = END_SPAN):
         self.alpha = alpha
         self.end_span = end_span
         self.reference = reference
@@ -154,7 +147,7 @@ class LFCache:
             better, chosen = None, False
             if self.extrapolate and len(computed) == 2:
                 candidates = (extrapolate(computed, t), computed[-1][1])
-                weight = _step_weight(state)
+                weight = state.step_size() or 1.0  # the next step's size is not known yet
                 better, errors = choose_form(cache.get("lf_error"), spectrum, candidates, weight)
         finite = finite & torch.isfinite(metric)
         accumulated = cache.get("accumulated", zero) + torch.where(finite, metric, zero)

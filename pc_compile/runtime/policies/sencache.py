@@ -49,6 +49,7 @@ from __future__ import annotations
 import torch
 
 from pc_compile.runtime.policies.base import guard, read_host
+from pc_compile.runtime.state import END_SPAN
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +70,7 @@ class SenCache:
     """The step rule. ``decide`` returns whether to reuse; ``after_full_step`` re-anchors."""
 
     def __init__(self, epsilon: float, warmup_steps: int, max_reuse: int, extrapolate: bool,
-                 end_span: float = 1.5):
+                 end_span: float = END_SPAN):
         self.epsilon = epsilon
         self.end_span = end_span
         self.warmup_steps = warmup_steps
