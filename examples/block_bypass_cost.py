@@ -22,10 +22,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+from pathlib import Path
 
 import torch
 
-from pc_compile.bench import models, sampling
+# benchmarks/ (reference models, samplers, metrics) is not installed with the package: it is
+# imported from the repository this script belongs to.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import models, sampling
 
 GUIDANCE = 5.0
 
