@@ -13,7 +13,7 @@ guidance branch keeps its own computed outputs. A reused step returns
   (both: design measurement 14).
 
 Prints the mean PSNR against the uncached generation over the prompts, per schedule and way.
-This replays the fixed schedules of design measurements 12 and 14 of BENCHMARKS.md, e.g.
+This replays the fixed schedules of design measurements 12 and 14 (docs/design/), e.g.
 
     python examples/fixed_schedule.py --model wan-tiny --scheduler euler \\
         '###.#..#..#..#..#..#..#..#..##' '#####..#..#..#..#..#..#..#..##'
