@@ -12,8 +12,8 @@ the step rules save it by reusing the whole step. This measures both on one unca
 
 Errors are relative to the norm of the true guided output. A whole step saves 1 of compute, one
 block ``1 / blocks``: the last column is the error per compute saved of bypassing blocks over
-that of reusing steps (above 1: bypassing blocks is the worse trade). BENCHMARKS.md, "Block
-bypass against step reuse", has the numbers.
+that of reusing steps (above 1: bypassing blocks is the worse trade). Design measurement 9
+(docs/design/09-flash-without-block-bypass.md) has the numbers.
 
     python examples/block_bypass_cost.py [--models cogvideox-tiny,cogvideox-deep]
 """
@@ -22,10 +22,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+from pathlib import Path
 
 import torch
 
-from pc_compile.bench import models, sampling
+# benchmarks/ (reference models, samplers, metrics) is not installed with the package: it is
+# imported from the repository this script belongs to.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import models, sampling
 
 GUIDANCE = 5.0
 

@@ -12,11 +12,17 @@ small in between. Prints a table and draws ``--out`` (default
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
+# benchmarks/ (reference models, samplers, metrics) is not installed with the package: it is
+# imported from the repository this script belongs to.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import pc_compile
-from pc_compile.bench import models, sampling
+from benchmarks import models, sampling
 
 
 def indicator(model_name: str, scheduler: str, steps: int) -> list[list[float | None]]:

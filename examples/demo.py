@@ -11,14 +11,19 @@ frames are written to ``demo_out/``. Runs on a CPU in a few minutes (compilation
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+# benchmarks/ (reference models, samplers, metrics) is not installed with the package: it is
+# imported from the repository this script belongs to.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import pc_compile
-from pc_compile.bench import data, models, sampling
-from pc_compile.bench.metrics import psnr, ssim
+from benchmarks import data, models, sampling
+from benchmarks.metrics import psnr, ssim
 
 
 def main() -> None:

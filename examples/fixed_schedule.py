@@ -13,7 +13,7 @@ guidance branch keeps its own computed outputs. A reused step returns
   (both: design measurement 14).
 
 Prints the mean PSNR against the uncached generation over the prompts, per schedule and way.
-This replays the fixed schedules of design measurements 12 and 14 of BENCHMARKS.md, e.g.
+This replays the fixed schedules of design measurements 12 and 14 (docs/design/), e.g.
 
     python examples/fixed_schedule.py --model wan-tiny --scheduler euler \\
         '###.#..#..#..#..#..#..#..#..##' '#####..#..#..#..#..#..#..#..##'
@@ -22,10 +22,16 @@ This replays the fixed schedules of design measurements 12 and 14 of BENCHMARKS.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
-from pc_compile.bench import metrics, models, sampling
+# benchmarks/ (reference models, samplers, metrics) is not installed with the package: it is
+# imported from the repository this script belongs to.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import metrics, models, sampling
 from pc_compile.runtime.policies.lfcache import extrapolate
 
 PROMPTS = [(0, 100), (5, 101), (2, 102), (7, 103), (4, 104)]

@@ -15,13 +15,19 @@ Prints markdown tables (pieces run eagerly; fidelity does not depend on compilat
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
+# benchmarks/ (reference models, samplers, metrics) is not installed with the package: it is
+# imported from the repository this script belongs to.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import pc_compile
-from pc_compile.bench import models, sampling
-from pc_compile.bench.metrics import psnr
-from pc_compile.bench.peers.uniform import full_steps
+from benchmarks import models, sampling
+from benchmarks.metrics import psnr
+from benchmarks.peers.uniform import full_steps
 
 
 def main() -> None:

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from pc_compile.bench import data, metrics, models, sampling
-from pc_compile.bench.peers.teacache import TeaCache
-from pc_compile.bench.peers.uniform import UniformSkip, every_kth, full_steps
+from benchmarks import data, metrics, models, sampling
+from benchmarks.peers.teacache import TeaCache
+from benchmarks.peers.uniform import UniformSkip, every_kth, full_steps
 
 # ----------------------------------------------------------------------------------------- data
 
@@ -163,7 +163,7 @@ def test_reference_models_load_and_forward():
 
 
 def test_quick_bench(tmp_path):
-    from pc_compile.bench import run
+    from benchmarks import run
 
     run.main(["--quick", "--out", str(tmp_path), "--threads", "1"])
     res = json.loads((tmp_path / "results.json").read_text())
@@ -181,7 +181,7 @@ def test_quick_bench(tmp_path):
 
 @torch.no_grad()
 def test_hook_methods_start_fresh_each_generation():
-    from pc_compile.bench.methods import REGISTRY, Env
+    from benchmarks.methods import REGISTRY, Env
 
     m, info = _tiny_wan()
     c = torch.zeros(2, 3, 8)

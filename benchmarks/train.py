@@ -1,6 +1,6 @@
 """Train a reference model by flow matching (the Wan recipe) on the procedural videos.
 
-    python -m pc_compile.bench.train --model wan-tiny --steps 1500 --batch 4 --out models/wan-tiny
+    python -m benchmarks.train --model wan-tiny --steps 1500 --batch 4 --out models/wan-tiny
 
 Recipe: ``x_t = (1 - s) x0 + s noise`` with ``s = sigmoid(n)``, ``n ~ N(0, 1)`` (logit-normal),
 the network gets ``timestep = 1000 s`` and predicts the velocity ``noise - x0`` (MSE loss). The

@@ -1,4 +1,4 @@
-"""``python -m pc_compile.bench``: fidelity of caching methods on the reference models.
+"""``python -m benchmarks``: fidelity of caching methods on the reference models.
 
 For every model x scheduler x step count, each prompt (class label + seed) is first generated
 without caching (the reference); then every registered method is run over its sweep of settings on
@@ -44,7 +44,7 @@ DEFAULTS = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m pc_compile.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None, help="comma list (default: %s)" %
                    ",".join(DEFAULTS["models"]))
@@ -173,7 +173,7 @@ def run(args) -> dict:
     result = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python -m pc_compile.bench " + " ".join(sys.argv[1:]),
+            "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
             "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, "
             f"{torch.get_num_threads()} torch threads",
             "torch": torch.__version__,

@@ -1,6 +1,6 @@
 """Write ``models/<name>/README.md`` from the training record.
 
-    python -m pc_compile.bench.modelcard NAME --command "..."
+    python -m benchmarks.modelcard NAME --command "..."
 
 (the command is the exact training command, recorded in the card)."""
 
@@ -49,7 +49,7 @@ def render(name: str, command: str, extra: str = "") -> str:
 
 A small video diffusion transformer ({_ARCH[ref['arch']]}, {tr['parameters'] / 1e6:.2f}M
 parameters, {size_mb:.1f} MB in fp16) trained from scratch **on a CPU** as a reference model for
-the precisecache benchmark (`python -m pc_compile.bench`). It is a test subject with real
+the precisecache benchmark (`python -m benchmarks`). It is a test subject with real
 denoising dynamics, not a useful generator.
 
 ![samples](sample.png)
@@ -59,7 +59,7 @@ denoising dynamics, not a useful generator.
 
 ## Data
 
-Procedural videos from `pc_compile/bench/data.py`, used directly as latents (no VAE): a textured
+Procedural videos from `benchmarks/data.py`, used directly as latents (no VAE): a textured
 shape that moves and turns over a drifting colour gradient, {c} channels (RGB in [-1, 1] and the
 shape's soft mask in [-1, 1]), {f} frames of {h}x{w}. Classes ({ref['num_classes']}): {classes}.
 Every training batch is freshly generated from new seeds.
@@ -99,7 +99,7 @@ give slightly different weights.
 ## Use
 
 ```python
-from pc_compile.bench.models import load_reference, encoder_hidden_states
+from benchmarks.models import load_reference, encoder_hidden_states
 model, info = load_reference("{name}")   # eval mode; info: latent shape, layout, class table
 ehs = encoder_hidden_states(info, [label])  # or encoder_hidden_states(info, None) for the null
 ```

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pc_compile.bench.report import interpolate, load, parse_indices, select_prompts, versus
+from benchmarks.report import interpolate, load, parse_indices, select_prompts, versus
 
 
 def row(method, compute, psnr, mode="eager", setting=0):

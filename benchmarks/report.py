@@ -1,6 +1,6 @@
 """Markdown tables from a benchmark result.
 
-    python -m pc_compile.bench.report bench_out/results.json
+    python -m benchmarks.report bench_out/results.json
 
 Prints, per model x scheduler x steps, every row (method, setting, compute fraction, PSNR, SSIM,
 wall time per generation, eager/compiled, how compute was counted), then a summary: for each

@@ -23,7 +23,7 @@ import torch
 
 from . import data
 
-MODELS_DIR = Path(os.environ.get("PC_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
+MODELS_DIR = Path(os.environ.get("PC_MODELS_DIR", Path(__file__).resolve().parents[1] / "models"))
 
 TEXT_DIM = 32
 TEXT_TOKENS = 4

@@ -1,7 +1,7 @@
-"""Benchmark of caching methods on small reference video DiTs (``python -m pc_compile.bench``).
+"""Benchmark of caching methods on small reference video DiTs (``python -m benchmarks``).
 
 - ``data``: procedural videos used as latents,
-- ``train``: flow-matching training of the reference models (``python -m pc_compile.bench.train``),
+- ``train``: flow-matching training of the reference models (``python -m benchmarks.train``),
 - ``models``: ``load_reference`` / ``list_reference``,
 - ``sampling``: Euler and UniPC flow-matching loops with two-call classifier-free guidance,
 - ``metrics``: PSNR and SSIM,

@@ -249,7 +249,7 @@ def _cog_raw_vision(module, args, kwargs):
 
 
 # ---------------------------------------------------------------------------------------------
-# peers written for the benchmark (pc_compile/bench/peers)
+# peers written for the benchmark (benchmarks/peers)
 
 
 def calibrate_teacache(env: Env) -> list[float]:
