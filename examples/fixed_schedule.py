@@ -26,7 +26,7 @@ import argparse
 import torch
 
 from pc_compile.bench import metrics, models, sampling
-from pc_compile.runtime.policies.lfcache import extrapolate
+from pc_compile.runtime.history import extrapolate
 
 PROMPTS = [(0, 100), (5, 101), (2, 102), (7, 103), (4, 104)]
 WAYS = ("plain", "line", "wide", "wide-t")
