@@ -47,7 +47,7 @@ class StreamMemory:
     block: Any = None  # the block rule's state
     history: ReuseHistory = field(default_factory=ReuseHistory)
     run: int = 0  # reused steps in a row
-    context: StepContext | None = None  # the current step's
+    context: StepContext | None = None  # the current step's, until it is done
 
 
 class Engine:
@@ -154,8 +154,9 @@ class Engine:
 
     def reuse_output(self, state: StreamState, inputs, graph, plan: StepPlan):
         """The output of a step whose plan reuses, in the plan's form."""
-        history = self.memory(state).history
-        return history.output(plan.reuse, state.last_timestep, inputs, graph)
+        memory = self.memory(state)
+        memory.context = None  # holds this step's inputs: not kept past the step
+        return memory.history.output(plan.reuse, state.last_timestep, inputs, graph)
 
     def after_full_step(self, state: StreamState, inputs, output, record: BlockRecord | None,
                         plan: StepPlan, graph) -> None:
@@ -169,6 +170,7 @@ class Engine:
             self.step_rule.after_full_step(memory.context, memory.step, output)
         if self.block_rule is not None:
             self.block_rule.after(memory.context, memory.block, plan.block_plan, record)
+        memory.context = None
 
 
 def needs_probe(step_rule: str) -> bool:
