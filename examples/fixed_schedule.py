@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import metrics, models, sampling
-from pc_compile.runtime.policies.lfcache import extrapolate
+from pc_compile.runtime.history import extrapolate
 
 PROMPTS = [(0, 100), (5, 101), (2, 102), (7, 103), (4, 104)]
 WAYS = ("plain", "line", "wide", "wide-t")

@@ -21,8 +21,8 @@ from pc_compile.passes.partition_blocks import UnsupportedGraph
 from pc_compile.probe_inputs import ProbeUnsupported, build_probe, compiled_call
 from pc_compile.runtime import registry
 from pc_compile.runtime.cached_graph import CachedGraph, chain_pairs
+from pc_compile.runtime.engine import build_engine, needs_probe
 from pc_compile.runtime.executor import Executor, PieceCompiler
-from pc_compile.runtime.policies import make_policy
 
 
 class UnsupportedGraphWarning(UserWarning):
@@ -60,7 +60,8 @@ def backend(config: PreciseCacheConfig | None = None, **options):
 def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
                      register: bool = True):
     owner = compiled_owner()
-    call = compiled_call() if config.step_rule == "lfcache" else None
+    probing = needs_probe(config.step_rule)
+    call = compiled_call() if probing else None
     try:
         split, spec = run_passes(gm, config)
     except UnsupportedGraph as reason:
@@ -79,20 +80,21 @@ def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
     pieces = [getattr(split, piece.name) for piece in spec.pieces]
     compiler = PieceCompiler(config.piece_compiler, None if mode == "default" else mode)
     pairs = chain_pairs(spec)
-    policy = make_policy(config, spec, pairs, roles)
+    engine = build_engine(config, spec, pairs, roles)
     graph = CachedGraph(
         spec=spec,
         executor=Executor(spec, pieces, compiler),
         roles=roles,
-        policy=policy,
+        engine=engine,
         max_streams=config.max_streams,
         config=config,
     )
-    if config.step_rule == "lfcache":
+    if probing:
         if call is None or roles.hidden is None:
             raise ProbeUnsupported(
-                "step_rule='lfcache' runs a low-resolution probe of the model, which needs the "
-                "nn.Module's forward and its latent argument; compile the module itself"
+                f"step_rule={config.step_rule!r} runs a low-resolution probe of the model, "
+                "which needs the nn.Module's forward and its latent argument; compile the "
+                "module itself"
             )
         module, arguments = call
         probe_config = dataclasses.replace(PRESETS["off"], piece_compiler=config.piece_compiler)
@@ -101,7 +103,7 @@ def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
             return compile_denoiser(probe_gm, probe_inputs, probe_config, mode, register=False)
 
         graph.probe = build_probe(module, arguments, names, roles.hidden, config, probe_backend)
-        policy.probe_cost = spec.num_blocks * graph.probe.token_ratio
+        engine.probe_cost = spec.num_blocks * graph.probe.token_ratio
         if graph.probe.token_ratio > 0.5:
             warnings.warn(
                 f"precisecache: the probe costs {graph.probe.token_ratio:.0%} of a step on this "

@@ -45,7 +45,7 @@ def stats(compiled, detail: bool = False) -> dict:
             c = state.counters.as_dict()
             for name in COUNTERS:
                 totals[name] += c[name]
-            work = c["block_evals"] + c["probe_evals"] * graph.policy.probe_cost
+            work = c["block_evals"] + c["probe_evals"] * graph.engine.probe_cost
             slots = c["steps"] * blocks
             block_work += work
             block_slots += slots

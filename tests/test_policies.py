@@ -8,7 +8,8 @@ import torch
 
 import pc_compile
 from pc_compile.config import PRESETS, config_from_options
-from pc_compile.runtime.policies import PolicyUnsupported, make_policy
+from pc_compile.runtime.engine import build_engine
+from pc_compile.runtime.rules import RuleUnsupported
 from tests.test_presets import EAGER, SUPPORTED, TIMESTEPS
 from tests.test_presets import generate as generate_fixed
 from tests.tiny_models import build
@@ -112,12 +113,12 @@ def _spec(bypassable):
 def test_a_block_rule_on_blocks_that_cannot_be_bypassed_says_so():
     for rule in ("bwcache", "blockcache"):
         config = config_from_options({"preset": "off", "block_rule": rule})
-        with pytest.raises(PolicyUnsupported, match=f"block_rule='{rule}' cannot work"):
-            make_policy(config, _spec([False, False]), None)
-        assert make_policy(config, _spec([False, True]), None).block_rule is not None
+        with pytest.raises(RuleUnsupported, match=f"block_rule='{rule}' cannot work"):
+            build_engine(config, _spec([False, False]), None)
+        assert build_engine(config, _spec([False, True]), None).block_rule is not None
 
 
 def test_sencache_without_a_latent_input_says_so():
     roles = SimpleNamespace(hidden=None)
-    with pytest.raises(PolicyUnsupported, match="no input of this graph was recognised"):
-        make_policy(PRESETS["sencache"], _spec([True, True]), None, roles)
+    with pytest.raises(RuleUnsupported, match="no input of this graph was recognised"):
+        build_engine(PRESETS["sencache"], _spec([True, True]), None, roles)

@@ -1,1 +1,2 @@
-"""Runtime: the state that lives across calls, the policies, and the executor of pieces."""
+"""Runtime: the state that lives across calls, the engine and its rules, and the executor of
+pieces."""

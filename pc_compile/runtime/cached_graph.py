@@ -1,15 +1,15 @@
 """The callable the backend returns: one denoiser call = one step of one guidance stream.
 
-For each call it finds the stream (``state.StreamTable``), lets the policy decide what to
+For each call it finds the stream (``state.StreamTable``), lets the engine decide what to
 compute, and runs the pieces through the ``Executor``:
 
 * a *reused* step returns the stream's cached result without running any block;
-* a *computed* step runs the prologue, then every block the policy marks as computed; a block
-  it marks as bypassed returns its state inputs plus the residual the policy hands over
+* a *computed* step runs the prologue, then every block the plan marks as computed; a block
+  it marks as bypassed returns its state inputs plus the residual the plan hands over
   (BlockCache's ``F_j = F_(j-1) + D_j``); glue and epilogue always run.
 
-The policy (``policies/``) owns the decision and what it caches; this file owns the order of
-evaluation and the counters that ``stats`` reports.
+The engine (``engine.py``) and its rules own the decision and what they cache; this file owns
+the order of evaluation and the counters that ``stats`` reports.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import torch
 
 from pc_compile.passes.partition_spec import PartitionSpec
+from pc_compile.runtime.engine import Engine
 from pc_compile.runtime.executor import (
     Executor,
     block_outputs,
     pack_block_outputs,
 )
-from pc_compile.runtime.policies.base import BlockRecord, Policy, StepPlan
+from pc_compile.runtime.plan import BlockRecord, StepPlan
 from pc_compile.runtime.state import StreamState, StreamTable, tensor_identity
 
 
@@ -42,28 +43,28 @@ class InputRoles:
 
 
 class CachedGraph:
-    """Runs a partitioned denoiser graph under a caching policy."""
+    """Runs a partitioned denoiser graph under a caching engine."""
 
     def __init__(
         self,
         spec: PartitionSpec,
         executor: Executor,
         roles: InputRoles,
-        policy: Policy,
+        engine: Engine,
         max_streams: int,
         config=None,
     ):
         self.spec = spec
         self.executor = executor
         self.roles = roles
-        self.policy = policy
+        self.engine = engine
         self.max_streams = max_streams
         self.config = config  # what the front compiled this graph with (compared, not read)
         # Dynamo serves every instance of a model class from one graph (parameters are graph
         # inputs, not guarded by identity), so state is kept per set of weights: two models
         # never share a cache even when they share this graph.
         self.tables: dict[tuple, StreamTable] = {}
-        self.probe = None  # a ProbeNetwork, set by the front when a policy needs one
+        self.probe = None  # a ProbeNetwork, set by the front when a step rule needs one
         blocks = spec.blocks
         self.first_block, self.last_block = blocks[0], blocks[-1]
         self.chain_pairs = chain_pairs(spec)
@@ -85,18 +86,16 @@ class CachedGraph:
         # the other would put the whole caching error into (cond - uncond), which guidance
         # then multiplies by its scale.
         group = (self._identity_of(self.roles.hidden, inputs), timestep)
-        shared = table.shared_decision(group, state)
-        plan = self.policy.plan_step(state, inputs, self, shared)
-        if shared is None:
-            table.record_decision(group, state, plan.reuse)
-        if plan.reuse:
+        leader = table.shared_decision(group, state)
+        plan = self.engine.plan_step(state, inputs, self, leader)
+        if leader is None:
+            table.record_decision(group, state, plan)
+        if plan.reuse is not None:
             state.counters.skipped_steps += 1
-            output = self.policy.reuse_output(state, inputs, self)
-        else:
-            state.counters.full_steps += 1
-            output, record = self.run_full(inputs, plan, state=state)
-            self.policy.after_full_step(state, inputs, output, record, plan, self)
-        self.policy.finish_step(state, plan)
+            return self.engine.reuse_output(state, inputs, self, plan)
+        state.counters.full_steps += 1
+        output, record = self.run_full(inputs, plan, state=state)
+        self.engine.after_full_step(state, inputs, output, record, plan, self)
         return output
 
     def table_for(self, key: tuple) -> StreamTable:

@@ -11,8 +11,8 @@ wrong by accident:
   shapes and dtypes of all inputs, so that a new shape never meets a cache made for another.
 
 A stream starts a new generation when its timestep stops decreasing; ``reset()`` forces one.
-What a stream caches is owned by the policies (``StreamState.cache``); this file owns identity,
-generations and counters.
+What a stream caches is owned by the engine and its rules (``StreamState.memory``); this file
+owns identity, generations and counters.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class StreamState:
     last_timestep: float | None = None
     previous_timestep: float | None = None  # the timestep of the step before this one
     step_in_generation: int = 0
-    cache: dict = field(default_factory=dict)
+    memory: object = None  # the engine's (``engine.StreamMemory``); dropped at a new generation
     trace: list = field(default_factory=list)
 
     def step_size(self) -> float | None:
@@ -85,12 +85,12 @@ class StreamState:
         """Whether this step's timestep lies within ``span`` step sizes (the last one) of zero:
         an estimate of the steps left that needs no step count. 1.5 catches the last step of a
         schedule (and Euler's one before it); the presets' 4.5 the last three of UniPC and the
-        last four of Euler at shift 3 (BENCHMARKS.md, design measurement 15)."""
+        last four of Euler at shift 3."""
         size = self.step_size()
         return size is not None and 0 <= self.last_timestep < span * size
 
     def start_generation(self) -> None:
-        self.cache.clear()
+        self.memory = None
         self.trace.clear()
         self.step_in_generation = 0
         self.last_timestep = None
@@ -131,7 +131,7 @@ class StreamTable:
             self._live[key] = state
             while len(self._live) > self.max_streams:
                 _, old = self._live.popitem(last=False)
-                old.cache.clear()
+                old.memory = None
                 self._retired.append(old)
                 self._short_lived += old.counters.steps <= 1
                 if self._short_lived == 4 * self.max_streams:
@@ -162,8 +162,8 @@ class StreamTable:
         state.last_timestep = timestep
         state.counters.steps += 1
 
-    def shared_decision(self, group: tuple, state: StreamState) -> bool | str | None:
-        """The decision another stream took for this step (same latent and timestep)."""
+    def shared_decision(self, group: tuple, state: StreamState):
+        """The plan another stream took for this step (same latent and timestep), or None."""
         if group[0] is None or self._group is None:
             return None
         key, leader, reuse = self._group
@@ -171,8 +171,9 @@ class StreamTable:
             return None
         return reuse
 
-    def record_decision(self, group: tuple, state: StreamState, reuse: bool | str) -> None:
-        self._group = (group, state, reuse)
+    def record_decision(self, group: tuple, state: StreamState, plan) -> None:
+        """``state`` decided this step's ``plan``: the other streams of ``group`` follow it."""
+        self._group = (group, state, plan)
 
     def all_streams(self) -> list[StreamState]:
         return self._retired + list(self._live.values())

@@ -2,9 +2,35 @@
 
 import torch
 
-from pc_compile.runtime.policies.base import BlockRecord
-from pc_compile.runtime.policies.bwcache import BWCache
+from pc_compile.runtime.guards import Guards
+from pc_compile.runtime.host import read_host
+from pc_compile.runtime.plan import BlockRecord
+from pc_compile.runtime.rules import RuleSetup
+from pc_compile.runtime.rules.bwcache import BWCache, BWCacheOptions
 from pc_compile.runtime.state import StreamState
+
+
+class Rule:
+    """BWCache with the engine's side of a step: the guards' context of the stream's step and
+    the one host read of the rule's measurements."""
+
+    def __init__(self, threshold, reuse_steps, scope, bypassable, warmup_steps):
+        self.bw = BWCache(BWCacheOptions(threshold, reuse_steps, scope),
+                          RuleSetup(bypassable=tuple(bypassable)))
+        self.guards = Guards(warmup_steps=warmup_steps)
+        self.state = self.bw.new_state()
+
+    def absorb(self, stream):
+        ctx = self.guards.context(stream)
+        tensors = self.bw.measure(ctx, self.state)
+        return None if tensors is None else self.bw.conclude(ctx, self.state,
+                                                             read_host(tensors)[0])
+
+    def plan(self, stream):
+        return self.bw.plan(self.guards.context(stream), self.state)
+
+    def after(self, stream, plan, record):
+        self.bw.after(self.guards.context(stream), self.state, plan, record)
 
 
 def record(outputs, inputs=None):
@@ -24,8 +50,7 @@ def at_step(state, i):
 def step(rule, state, i, outputs):
     """One computed step: absorb the last measurements, plan, run (outputs given), measure."""
     at_step(state, i)
-    pending = rule.pending(state)
-    measured = rule.absorb(state, None if pending is None else pending.tolist())
+    measured = rule.absorb(state)
     plan = rule.plan(state)
     ran = [True] * len(outputs) if plan.compute_blocks is None else plan.compute_blocks
     rule.after(state, plan, record(outputs))  # a bypassed block's output is not measured
@@ -33,8 +58,8 @@ def step(rule, state, i, outputs):
 
 
 def test_each_block_is_bypassed_while_its_own_change_is_small():
-    rule = BWCache(threshold=0.1, reuse_steps=2, scope="block", bypassable=[True] * 3,
-                   warmup_steps=1)
+    rule = Rule(threshold=0.1, reuse_steps=2, scope="block", bypassable=[True] * 3,
+                warmup_steps=1)
     state = StreamState("s")
     base = [torch.full((4,), 1.0), torch.full((4,), 2.0), torch.full((4,), 4.0)]
     # Relative L1 changes at step 1: 5%, 50%, 1%; block 1 keeps changing by 50% a step.
@@ -51,13 +76,13 @@ def test_each_block_is_bypassed_while_its_own_change_is_small():
     ]
     assert all(abs(a - b) < 1e-6 for a, b in zip(runs[2][1], [0.05, 0.5, 0.01]))
     # The bypass adds the residual each block had when it last ran.
-    torch.testing.assert_close(state.cache["bw_residuals"][0][0], changed[0])
+    torch.testing.assert_close(rule.state.residuals[0][0], changed[0])
 
 
 def test_mean_scope_decides_for_every_block_at_once():
     for changes, expected in (([0.05, 0.5, 0.01], [True] * 3), ([0.05, 0.15, 0.01], [False] * 3)):
-        rule = BWCache(threshold=0.1, reuse_steps=1, scope="mean", bypassable=[True] * 3,
-                       warmup_steps=0)
+        rule = Rule(threshold=0.1, reuse_steps=1, scope="mean", bypassable=[True] * 3,
+                    warmup_steps=0)
         state = StreamState("s")
         base = [torch.full((4,), 1.0) for _ in range(3)]
         step(rule, state, 0, base)
@@ -67,8 +92,8 @@ def test_mean_scope_decides_for_every_block_at_once():
 
 
 def test_warm_up_end_of_schedule_and_blocks_that_cannot_be_bypassed():
-    rule = BWCache(threshold=10.0, reuse_steps=5, scope="block",
-                   bypassable=[True, False, True], warmup_steps=3)
+    rule = Rule(threshold=10.0, reuse_steps=5, scope="block",
+                bypassable=[True, False, True], warmup_steps=3)
     state = StreamState("s")
     out = [torch.full((4,), 1.0)] * 3
     ran = [step(rule, state, i, out)[0] for i in range(5)]
@@ -76,5 +101,5 @@ def test_warm_up_end_of_schedule_and_blocks_that_cannot_be_bypassed():
     assert ran[3] == [False, True, False]  # the unbypassable block always runs
     # Near the end of the schedule every block runs.
     state.step_in_generation, state.previous_timestep, state.last_timestep = 5, 300.0, 100.0
-    rule.absorb(state, rule.pending(state).tolist())
+    rule.absorb(state)
     assert rule.plan(state).compute_blocks is None

@@ -5,16 +5,21 @@ Each probe output is a constant 5x5 frame of value ``c``: its low-frequency spec
 ``5 |c_i - c_j|`` and every decision can be worked out by hand.
 """
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
-from pc_compile.runtime.policies.lfcache import LFCache, choose_form
-from pc_compile.runtime.state import StreamState
+from pc_compile.runtime.rules import RuleSetup
+from pc_compile.runtime.rules.lfcache import LFCache, LFCacheOptions, choose_form
+from pc_compile.runtime.state import END_SPAN, StreamState
+from tests.runtime.drive import Driver
 
-GRAPH = SimpleNamespace(probe=lambda inputs: inputs[0],
-                        policy=SimpleNamespace(can_reuse=lambda state: True))
+
+def lfcache(alpha, warmup_steps, radius, extrapolate, max_reuse=0, reference="previous",
+            end_span=END_SPAN):
+    rule = LFCache(LFCacheOptions(alpha=alpha, lowpass_radius=radius, lfd_reference=reference),
+                   RuleSetup(extrapolates=extrapolate))
+    return Driver(rule, extrapolate, warmup_steps, max_reuse, end_span)
+
 # Linear in the timestep up to step 4, then a jump at step 5.
 VALUES = [1.0, 1.1, 1.2, 1.3, 1.4, 2.4, 2.5, 2.6]
 
@@ -26,14 +31,17 @@ def run(rule, values):
         state.step_in_generation = i
         state.previous_timestep = None if i == 0 else 1000.0 - 100.0 * (i - 1)
         state.last_timestep = 1000.0 - 100.0 * i
-        reuse, info, _ = rule.decide(state, (torch.full((1, 1, 1, 5, 5), c),), GRAPH)
+        inputs = (torch.full((1, 1, 1, 5, 5), c),)
+        reuse, info = rule.decide(state, inputs)
         decisions.append(reuse)
         infos.append(info)
+        if not reuse:
+            rule.computed(state, inputs, inputs[0])
     return decisions, infos
 
 
 def test_the_distance_to_the_extrapolated_cache_is_accumulated():
-    rule = LFCache(alpha=0.5, warmup_steps=2, radius=0.2, extrapolate=True, reference="cache")
+    rule = lfcache(alpha=0.5, warmup_steps=2, radius=0.2, extrapolate=True, reference="cache")
     decisions, infos = run(rule, VALUES)
     # Steps 2-4 lie on the line through steps 0 and 1: the extrapolation is exact, distance 0.
     # Step 5 is 0.9 off the line (distance 4.5) against a threshold of 0.5 x its own LFD 5.0.
@@ -50,7 +58,7 @@ def test_the_distance_to_the_extrapolated_cache_is_accumulated():
 
 
 def test_the_papers_lfd_accumulates_step_to_step_changes():
-    rule = LFCache(alpha=0.5, warmup_steps=2, radius=0.2, extrapolate=True,
+    rule = lfcache(alpha=0.5, warmup_steps=2, radius=0.2, extrapolate=True,
                    reference="previous")
     decisions, infos = run(rule, VALUES)
     # Each step moves 0.5 while the largest move is 0.5 (threshold 0.25) until the jump makes
@@ -61,7 +69,7 @@ def test_the_papers_lfd_accumulates_step_to_step_changes():
 
 
 def test_without_extrapolation_the_cache_is_the_last_computed_probe_output():
-    rule = LFCache(alpha=0.5, warmup_steps=2, radius=0.2, extrapolate=False, reference="cache")
+    rule = lfcache(alpha=0.5, warmup_steps=2, radius=0.2, extrapolate=False, reference="cache")
     decisions, infos = run(rule, VALUES)
     # Distance to the last computed step (1.1, then each computed value); threshold 0.25
     # before the jump: 0.5 at step 2 computes, and so on; after it 2.5: step 6 (0.5) and
@@ -88,7 +96,7 @@ def test_choose_form_keeps_the_sum_of_the_reuse_errors_smallest():
 
 
 def test_the_probe_chooses_the_form_against_the_errors_of_earlier_reuses():
-    rule = LFCache(alpha=100.0, warmup_steps=2, radius=0.2, extrapolate=True, max_reuse=1,
+    rule = lfcache(alpha=100.0, warmup_steps=2, radius=0.2, extrapolate=True, max_reuse=1,
                    reference="previous")
     decisions, infos = run(rule, [0.0, 1.0, 1.7, 3.0, 3.6, 4.0])
     assert decisions == [False, False, True, False, True, False]
@@ -103,7 +111,7 @@ def test_the_probe_chooses_the_form_against_the_errors_of_earlier_reuses():
 def test_steps_within_end_span_step_sizes_of_zero_always_compute(end_span, last_reused):
     # Timesteps 1000, 900, ...: step i lies 10 - i step sizes from zero, so a span of 4.5
     # keeps steps 6 and 7 (4 and 3 step sizes away) computed, a span of 1.5 neither.
-    rule = LFCache(alpha=100.0, warmup_steps=2, radius=0.2, extrapolate=True,
+    rule = lfcache(alpha=100.0, warmup_steps=2, radius=0.2, extrapolate=True,
                    end_span=end_span)
     decisions, _ = run(rule, [1.0 + 0.1 * i for i in range(8)])
     assert decisions == [False, False] + [i <= last_reused for i in range(2, 8)]

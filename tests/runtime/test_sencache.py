@@ -1,14 +1,16 @@
 """SenCache's decisions on constructed trajectories with known sensitivities."""
 
-from types import SimpleNamespace
-
 import torch
 
-from pc_compile.runtime.policies.sencache import SenCache
+from pc_compile.runtime.rules import RuleSetup
+from pc_compile.runtime.rules.sencache import SenCache, SenCacheOptions
 from pc_compile.runtime.state import StreamState
+from tests.runtime.drive import Driver
 
-GRAPH = SimpleNamespace(roles=SimpleNamespace(hidden=0),
-                        policy=SimpleNamespace(can_reuse=lambda state: True))
+
+def sencache(epsilon, warmup_steps, max_reuse, extrapolate):
+    rule = SenCache(SenCacheOptions(sen_epsilon=epsilon), RuleSetup(extrapolates=extrapolate))
+    return Driver(rule, extrapolate, warmup_steps, max_reuse)
 
 
 def at_step(state, i):
@@ -23,16 +25,16 @@ def run(rule, latents, outputs):
     decisions, infos = [], []
     for i, (x, v) in enumerate(zip(latents, outputs)):
         at_step(state, i)
-        reuse, info, _ = rule.decide(state, (x,), GRAPH)
+        reuse, info = rule.decide(state, (x,))
         decisions.append(reuse)
         infos.append(info)
         if not reuse:
-            rule.after_full_step(state, (x,), v, GRAPH)
+            rule.computed(state, (x,), v)
     return decisions, infos
 
 
 def test_predicted_change_is_sensitivity_times_latent_move():
-    rule = SenCache(epsilon=0.05, warmup_steps=2, max_reuse=0, extrapolate=False)
+    rule = sencache(epsilon=0.05, warmup_steps=2, max_reuse=0, extrapolate=False)
     ones = torch.ones(2, 8)
     # Steps 0 and 1 compute (nothing measured yet); their outputs move 0.1 per unit of latent:
     # s = 0.1, scale = rms(v_1) = 1.1.
@@ -46,7 +48,7 @@ def test_predicted_change_is_sensitivity_times_latent_move():
 
 
 def test_at_most_max_reuse_steps_in_a_row_and_warm_up():
-    rule = SenCache(epsilon=10.0, warmup_steps=3, max_reuse=2, extrapolate=True)
+    rule = sencache(epsilon=10.0, warmup_steps=3, max_reuse=2, extrapolate=True)
     ones = torch.ones(4)
     latents = [i * ones for i in range(9)]
     outputs = [(1 + 0.01 * i) * ones for i in range(9)]
@@ -56,7 +58,7 @@ def test_at_most_max_reuse_steps_in_a_row_and_warm_up():
 
 
 def test_a_latent_that_is_not_finite_computes():
-    rule = SenCache(epsilon=10.0, warmup_steps=2, max_reuse=0, extrapolate=False)
+    rule = sencache(epsilon=10.0, warmup_steps=2, max_reuse=0, extrapolate=False)
     ones = torch.ones(4)
     latents = [0 * ones, 1 * ones, ones * float("nan"), 2 * ones, 3 * ones, 3.1 * ones]
     outputs = [ones, 1.1 * ones, ones, 1.2 * ones, 1.3 * ones, 1.31 * ones]
@@ -66,7 +68,7 @@ def test_a_latent_that_is_not_finite_computes():
 
 
 def test_the_last_step_of_the_schedule_always_computes():
-    rule = SenCache(epsilon=10.0, warmup_steps=0, max_reuse=0, extrapolate=False)
+    rule = sencache(epsilon=10.0, warmup_steps=0, max_reuse=0, extrapolate=False)
     state = StreamState("s")
     ones = torch.ones(4)
     timesteps = [900.0, 800.0, 700.0, 100.0]  # 100 < 1.5 x (700 - 100): near the end
@@ -74,8 +76,8 @@ def test_the_last_step_of_the_schedule_always_computes():
     for i, t in enumerate(timesteps):
         state.step_in_generation, state.last_timestep = i, t
         state.previous_timestep = timesteps[i - 1] if i else None
-        reuse, _, _ = rule.decide(state, (i * ones,), GRAPH)
+        reuse, _ = rule.decide(state, (i * ones,))
         decisions.append(reuse)
         if not reuse:
-            rule.after_full_step(state, (i * ones,), (1 + 0.01 * i) * ones, GRAPH)
+            rule.computed(state, (i * ones,), (1 + 0.01 * i) * ones)
     assert decisions == [False, False, True, False]

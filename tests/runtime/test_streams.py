@@ -9,8 +9,10 @@ import pc_compile
 from pc_compile.inputs import find_roles
 from pc_compile.passes import run_passes
 from pc_compile.runtime.cached_graph import CachedGraph
+from pc_compile.runtime.engine import Engine
 from pc_compile.runtime.executor import Executor, PieceCompiler
-from pc_compile.runtime.policies.base import Policy, StepPlan
+from pc_compile.runtime.guards import Guards
+from pc_compile.runtime.rules import Verdict
 from pc_compile.runtime.state import named_stream
 from tests.tiny_models import build, capture_graph, first_output
 
@@ -103,19 +105,22 @@ def test_stats_of_an_uncompiled_model_is_a_clear_error():
         pc_compile.stats(torch.nn.Linear(2, 2))
 
 
-class ReuseEveryOtherStep(Policy):
-    """Computes even steps, reuses the stream's last output on odd ones."""
+class ReuseEveryOtherStep:
+    """A step rule: computes even steps, reuses the stream's last output on odd ones."""
 
-    name = "test-reuse"
+    needs_probe = False
 
-    def plan_step(self, state, inputs, graph, shared=None):
-        return StepPlan(reuse=state.step_in_generation % 2 == 1)
+    def new_state(self):
+        return None
 
-    def reuse_output(self, state, inputs, graph):
-        return state.cache["output"]
+    def measure(self, ctx, state):
+        return []
 
-    def after_full_step(self, state, inputs, output, record, plan, graph):
-        state.cache["output"] = output
+    def conclude(self, ctx, state, numbers):
+        return Verdict(reuse=ctx.step % 2 == 1)
+
+    def after_full_step(self, ctx, state, output):
+        pass
 
 
 def test_a_reused_step_returns_its_own_streams_cache():
@@ -125,8 +130,10 @@ def test_a_reused_step_returns_its_own_streams_cache():
     pieces = [getattr(split, p.name) for p in spec.pieces]
     names, example_inputs = captured.names, captured.example_inputs
     roles = find_roles(names, captured.weights)
-    graph = CachedGraph(spec, Executor(spec, pieces, PieceCompiler("eager")), roles,
-                        ReuseEveryOtherStep(), max_streams=4)
+    engine = Engine(ReuseEveryOtherStep(), step_reuse="output", guards=Guards(),
+                    num_blocks=len(spec.blocks))
+    graph = CachedGraph(spec, Executor(spec, pieces, PieceCompiler("eager")), roles, engine,
+                        max_streams=4)
 
     def call(t, c):
         kwargs = tiny.make_inputs(t, c)

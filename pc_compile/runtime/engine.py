@@ -1,0 +1,215 @@
+"""The engine: runs one step rule and one block rule through their protocols (``rules/base.py``).
+
+Any step rule combines with any block rule, and either may be absent: the step rule decides
+whether a step reuses the cache, the block rule which blocks of a computed step run. What every
+rule needs and no rule should redo is here:
+
+* the step's single device-to-host read: both rules hand over the device tensors they need on
+  the host (``measure``), the engine reads them in one ``.tolist()`` (``host.read_host``) and
+  hands back the numbers (``conclude``);
+* the shared guards (``guards.py``): warm-up, end of schedule, run cap, nothing cached yet;
+* the reuse forms and the history of computed results they are built from (``reuse.py``);
+* the guidance-branch rule: the first branch of a step decides, the others follow its decision
+  without measuring (``CachedGraph`` finds the leader); a follower reuses only where it has a
+  cache of its own;
+* the per-step trace (``stats(compiled, detail=True)``).
+
+The graph runner (``cached_graph.py``) calls ``plan_step`` before each step, ``reuse_output``
+when the plan reuses, ``after_full_step`` after a computed step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pc_compile.runtime.guards import Guards
+from pc_compile.runtime.host import read_host
+from pc_compile.runtime.plan import BlockRecord, ReuseForm, StepPlan
+from pc_compile.runtime.reuse import ReuseHistory, form_for
+from pc_compile.runtime.rules import registry
+from pc_compile.runtime.rules.base import (
+    BlockRule,
+    RuleSetup,
+    RuleUnsupported,
+    StepContext,
+    StepRule,
+    Verdict,
+)
+from pc_compile.runtime.state import StreamState
+
+
+@dataclass
+class StreamMemory:
+    """What the engine keeps for one stream's generation (``StreamState.memory``)."""
+
+    step: Any = None  # the step rule's state
+    block: Any = None  # the block rule's state
+    history: ReuseHistory = field(default_factory=ReuseHistory)
+    run: int = 0  # reused steps in a row
+    context: StepContext | None = None  # the current step's, until it is done
+
+
+class Engine:
+    """Plans each step of a stream from its rules' decisions; with no rule, computes all."""
+
+    def __init__(self, step_rule: StepRule | None = None, block_rule: BlockRule | None = None,
+                 *, step_reuse: str = "extrapolate", guards: Guards = Guards(),
+                 num_blocks: int = 0, probe_cost: float = 0.0):
+        self.step_rule = step_rule
+        self.block_rule = block_rule
+        self.step_reuse = step_reuse
+        self.guards = guards
+        self.num_blocks = num_blocks
+        self.probe_cost = probe_cost  # one probe evaluation in block-equivalents (stats)
+
+    @property
+    def caches(self) -> bool:
+        return self.step_rule is not None or self.block_rule is not None
+
+    def memory(self, state: StreamState) -> StreamMemory:
+        if state.memory is None:
+            state.memory = StreamMemory(
+                step=self.step_rule.new_state() if self.step_rule is not None else None,
+                block=self.block_rule.new_state() if self.block_rule is not None else None,
+            )
+        return state.memory
+
+    def context(self, state: StreamState, memory: StreamMemory, inputs, graph,
+                follows: bool = False) -> StepContext:
+        """The step's context: the latent by its role, the probe if the step rule needs it."""
+        hidden = graph.roles.hidden
+        probe = None
+        if self.step_rule is not None and getattr(self.step_rule, "needs_probe", False):
+            def probe():
+                prediction = graph.probe(inputs)
+                state.counters.probe_evals += 1
+                return prediction
+        return self.guards.context(
+            state, run=memory.run, has_cache=memory.history.has(self.step_reuse),
+            follows=follows, latent=None if hidden is None else inputs[hidden], probe=probe,
+        )
+
+    def decide(self, state: StreamState, ctx: StepContext, memory: StreamMemory
+               ) -> tuple[ReuseForm | None, Verdict | None, list | None]:
+        """Both rules' measurements in one host read: (the reuse form, or None to compute;
+        the step rule's verdict, or None; the block rule's metric for the previous step)."""
+        memory.context = ctx
+        leads = self.step_rule is not None and not ctx.follows
+        step_tensors = self.step_rule.measure(ctx, memory.step) if leads else None
+        block_tensors = (self.block_rule.measure(ctx, memory.block)
+                         if self.block_rule is not None else None)
+        step_numbers, block_numbers = read_host(step_tensors, block_tensors)
+        form = verdict = metric = None
+        if step_tensors is not None:
+            verdict = self.step_rule.conclude(ctx, memory.step, step_numbers)
+            state.counters.nonfinite_probes += bool(verdict.nonfinite)
+            reuse = ctx.may_reuse and bool(verdict.reuse)
+            memory.run = memory.run + 1 if reuse else 0
+            if reuse:
+                form = form_for(self.step_reuse, verdict.extrapolate)
+        if block_tensors is not None:
+            metric = self.block_rule.conclude(ctx, memory.block, block_numbers)
+        return form, verdict, metric
+
+    def plan_step(self, state: StreamState, inputs, graph, leader: StepPlan | None = None
+                  ) -> StepPlan:
+        """This step's plan; ``leader`` is the plan another guidance branch of the same step
+        took (None: this branch decides)."""
+        if not self.caches:
+            return StepPlan()
+        memory = self.memory(state)
+        follows = leader is not None
+        ctx = self.context(state, memory, inputs, graph, follows)
+        form, verdict, metric = self.decide(state, ctx, memory)
+        info = verdict.info if verdict is not None else {}
+        if follows:
+            info = {"followed": True}
+            if (leader.reuse is not None and self.step_rule is not None
+                    and memory.history.has(self.step_reuse)):
+                form = leader.reuse
+        if metric is not None and state.trace:  # measured on the step before this one
+            state.trace[-1]["block_metric"] = metric
+        if form is not None:
+            plan = StepPlan(reuse=form)
+        elif self.block_rule is not None:
+            blocks = self.block_rule.plan(ctx, memory.block)
+            plan = StepPlan(compute_blocks=blocks.compute_blocks, residuals=blocks.residuals,
+                            record_blocks=blocks.record_blocks, block_plan=blocks)
+        else:
+            plan = StepPlan()
+        plan.record_chain = self.step_reuse == "residual" and form is None
+        state.trace.append({
+            "step": state.step_in_generation,
+            "timestep": state.last_timestep,
+            "computed": form is None,
+            "reuse": None if form is None else form.value,
+            "blocks": None if form is not None else (
+                [True] * self.num_blocks if plan.compute_blocks is None
+                else list(plan.compute_blocks)
+            ),
+            **info,
+        })
+        return plan
+
+    def reuse_output(self, state: StreamState, inputs, graph, plan: StepPlan):
+        """The output of a step whose plan reuses, in the plan's form."""
+        memory = self.memory(state)
+        memory.context = None  # holds this step's inputs: not kept past the step
+        return memory.history.output(plan.reuse, state.last_timestep, inputs, graph)
+
+    def after_full_step(self, state: StreamState, inputs, output, record: BlockRecord | None,
+                        plan: StepPlan, graph) -> None:
+        """After a computed step: keep its result, and let the rules refresh theirs."""
+        if not self.caches:
+            return
+        memory = self.memory(state)
+        chain = record.chain_residual if record is not None else None
+        memory.history.record(self.step_reuse, state.last_timestep, output, chain)
+        if self.step_rule is not None:
+            self.step_rule.after_full_step(memory.context, memory.step, output)
+        if self.block_rule is not None:
+            self.block_rule.after(memory.context, memory.block, plan.block_plan, record)
+        memory.context = None
+
+
+def needs_probe(step_rule: str) -> bool:
+    """Whether the step rule registered as ``step_rule`` runs the low-resolution probe."""
+    if step_rule == "none":
+        return False
+    return bool(getattr(registry.lookup("step", step_rule).cls, "needs_probe", False))
+
+
+def build_engine(config, spec, chain_pairs, roles=None) -> Engine:
+    """The engine ``config`` asks for, or ``RuleUnsupported`` saying why its rules cannot work
+    on the partitioned model ``spec`` (``roles``: which inputs are the latent and the
+    timestep; ``chain_pairs``: the blocks' chain, None when they form none)."""
+    if not config.caches:
+        return Engine()
+    extrapolates = config.step_reuse in ("extrapolate", "residual")
+    has_latent = roles is None or roles.hidden is not None
+    step_rule = block_rule = None
+    if config.step_rule != "none":
+        entry = registry.lookup("step", config.step_rule)
+        step_rule = entry.cls(config.options_for(config.step_rule),
+                              RuleSetup(has_latent=has_latent, extrapolates=extrapolates))
+    if step_rule is not None and config.step_reuse == "residual" and chain_pairs is None:
+        raise RuleUnsupported(
+            "step_reuse='residual' needs one list of identical blocks whose last block "
+            "feeds the epilogue; this model's blocks do not form such a chain "
+            "(use step_reuse='output')"
+        )
+    if config.block_rule != "none":
+        bypassable = tuple(bool(spec.pieces[i].state_slots) for i in spec.blocks)
+        if not any(bypassable):
+            raise RuleUnsupported(
+                f"block_rule={config.block_rule!r} cannot work on this model: no block's "
+                "outputs can be paired with its inputs, so no block can be bypassed"
+            )
+        entry = registry.lookup("block", config.block_rule)
+        block_rule = entry.cls(config.options_for(config.block_rule),
+                               RuleSetup(bypassable=bypassable, has_latent=has_latent,
+                                         extrapolates=extrapolates))
+    guards = Guards(config.warmup_steps, config.max_reuse, config.end_span)
+    return Engine(step_rule, block_rule, step_reuse=config.step_reuse, guards=guards,
+                  num_blocks=len(spec.blocks))
