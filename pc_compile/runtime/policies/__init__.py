@@ -1,17 +1,17 @@
-"""Caching policies: decision rules over tensors, one per file; ``make_policy`` picks one."""
+"""Caching policies: decision rules over tensors, one per file; ``make_policy`` picks one.
+
+``PolicyUnsupported`` (from ``pc_compile.errors``) says why a policy cannot work on a model.
+"""
 
 from __future__ import annotations
 
+from pc_compile.errors import OptionUnsupported, PolicyUnsupported
 from pc_compile.runtime.policies.base import Policy
 from pc_compile.runtime.policies.blockcache import BlockCache
 from pc_compile.runtime.policies.bwcache import BWCache
 from pc_compile.runtime.policies.lfcache import LFCache
 from pc_compile.runtime.policies.precisecache import PreciseCachePolicy
 from pc_compile.runtime.policies.sencache import SenCache
-
-
-class PolicyUnsupported(ValueError):
-    """The configured policy cannot work on this model; the message says why."""
 
 
 def make_policy(config, spec, chain_pairs, roles=None) -> Policy:
@@ -35,7 +35,7 @@ def make_policy(config, spec, chain_pairs, roles=None) -> Policy:
         step_rule = SenCache(config.sen_epsilon, config.warmup_steps, config.max_reuse,
                              extrapolate=extrapolates, end_span=config.end_span)
     if step_rule is not None and config.step_reuse == "residual" and chain_pairs is None:
-        raise PolicyUnsupported(
+        raise OptionUnsupported(
             "step_reuse='residual' needs one list of identical blocks whose last block "
             "feeds the epilogue; this model's blocks do not form such a chain "
             "(use step_reuse='output')"
