@@ -66,7 +66,7 @@ def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
         config=requested if requested is not None else config,
     )
     if config.step_rule == "lfcache":
-        graph.probe = build_probe(capture, names, roles.hidden, config, probe_backend)
+        graph.probe = build_probe(capture, names, roles.hidden, config, mode, probe_backend)
         policy.probe_cost = spec.num_blocks * graph.probe.token_ratio
         if graph.probe.token_ratio > 0.5:
             warnings.warn(
@@ -79,8 +79,9 @@ def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
     return graph
 
 
-def build_probe(capture: Capture, names: list, hidden_index, config, probe_backend):
-    """A ``ProbeNetwork`` for the compiled module; ``names[i]`` is graph input i's argument."""
+def build_probe(capture: Capture, names: list, hidden_index, config, mode, probe_backend):
+    """A ``ProbeNetwork`` for the compiled module; ``names[i]`` is graph input i's argument.
+    Its pieces are compiled in the user's ``mode``, like the model's."""
     if capture.module is None or capture.call is None or hidden_index is None:
         raise ProbeUnsupported(
             "step_rule='lfcache' runs a low-resolution probe of the model, which needs the "
@@ -91,8 +92,8 @@ def build_probe(capture: Capture, names: list, hidden_index, config, probe_backe
     bind = {i: n for i, n in enumerate(names) if n is not None and n in call}
     probe_config = dataclasses.replace(PRESETS["off"], piece_compiler=config.piece_compiler)
 
-    def backend(probe_gm, probe_inputs, options=None, mode=None):
-        return probe_backend(probe_gm, probe_inputs, probe_config, mode)
+    def backend(probe_gm, probe_inputs, options=None, mode=None, user_mode=mode):
+        return probe_backend(probe_gm, probe_inputs, probe_config, user_mode)
 
     network = torch.compile(capture.module, backend=backend, dynamic=False)
     return ProbeNetwork(network, call, bind, layout, config.probe_downsample,

@@ -200,3 +200,23 @@ def test_on_unsupported_error_raises_the_base_exception(model_and_error):
     while not isinstance(cause, PreciseCacheUnsupported):
         cause = getattr(cause, "inner_exception", None) or cause.__cause__
     assert isinstance(cause, PreciseCacheUnsupported) and isinstance(cause, error)
+
+
+def test_the_users_mode_reaches_the_pieces_of_the_model_and_of_its_probe(monkeypatch):
+    torch._dynamo.reset()
+    modes = []
+    real = assemble.PieceCompiler
+
+    def recording(kind, inductor_mode=None):
+        modes.append(inductor_mode)
+        return real(kind, inductor_mode)
+
+    monkeypatch.setattr(assemble, "PieceCompiler", recording)
+    tiny = build("wan")
+    compiled = torch.compile(tiny.model, backend=pc_compile.backend(preset="turbo", **EAGER),
+                             mode="max-autotune-no-cudagraphs")
+    with torch.no_grad():
+        for t in (900.0, 700.0):
+            compiled(**tiny.make_inputs(t, 1))
+    assert modes == ["max-autotune-no-cudagraphs"] * 2  # the model's graph, the probe's graph
+    assert pc_compile.stats(compiled)["probe_evals"] == 2
