@@ -7,7 +7,10 @@
 """
 
 from pc_compile.backend import backend
+from pc_compile.capture import register_layout
 from pc_compile.config import PRESETS, PreciseCacheConfig
+from pc_compile.errors import PreciseCacheUnsupported
 from pc_compile.stats import reset, stats
 
-__all__ = ["backend", "PreciseCacheConfig", "PRESETS", "stats", "reset"]
+__all__ = ["backend", "PreciseCacheConfig", "PRESETS", "stats", "reset", "register_layout",
+           "PreciseCacheUnsupported"]

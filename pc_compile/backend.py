@@ -1,32 +1,22 @@
-"""The ``precisecache`` torch.compile backend: wiring only.
+"""The ``precisecache`` torch.compile backend: the entry points.
 
-``precisecache(gm, example_inputs, options=None)`` is what ``torch.compile(model,
+``precisecache(gm, example_inputs, options=None, mode=None)`` is what ``torch.compile(model,
 backend="precisecache", options={...})`` calls (through the ``torch_dynamo_backends`` entry
-point, so no import of ``pc_compile`` is needed). It reads the options into a config, runs the
-passes, and hands the pieces to the runtime. A graph the passes cannot partition is compiled as
-plain Inductor with one warning naming the reason (``on_unsupported="error"`` raises instead).
+point, so no import of ``pc_compile`` is needed); ``backend(config)`` returns such a callable
+for a config built in Python. Both read the options into a config and hand the graph to
+``fallback.compile_in_tiers``, which runs the best tier the model supports: the requested
+caching, the partitioned graph without caching, or plain Inductor with the user's ``mode``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
-
 import torch
 
-from pc_compile.config import PRESETS, PreciseCacheConfig, config_from_options
-from pc_compile.inputs import compiled_owner, find_roles, input_names, weights_input
-from pc_compile.passes import run_passes
-from pc_compile.passes.partition_blocks import UnsupportedGraph
-from pc_compile.probe_inputs import ProbeUnsupported, build_probe, compiled_call
-from pc_compile.runtime import registry
-from pc_compile.runtime.cached_graph import CachedGraph, chain_pairs
-from pc_compile.runtime.engine import build_engine, needs_probe
-from pc_compile.runtime.executor import Executor, PieceCompiler
+from pc_compile.config import PreciseCacheConfig, config_from_options
+from pc_compile.errors import UnsupportedGraphWarning
+from pc_compile.fallback import compile_in_tiers
 
-
-class UnsupportedGraphWarning(UserWarning):
-    """The graph was compiled as plain Inductor, without caching."""
+__all__ = ["precisecache", "backend", "compile_denoiser", "UnsupportedGraphWarning"]
 
 
 def precisecache(gm: torch.fx.GraphModule, example_inputs, options=None, mode=None):
@@ -59,59 +49,5 @@ def backend(config: PreciseCacheConfig | None = None, **options):
 
 def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
                      register: bool = True):
-    owner = compiled_owner()
-    probing = needs_probe(config.step_rule)
-    call = compiled_call() if probing else None
-    try:
-        split, spec = run_passes(gm, config)
-    except UnsupportedGraph as reason:
-        if config.on_unsupported == "error":
-            raise
-        warnings.warn(
-            f"precisecache: compiling this graph as plain Inductor without caching: {reason}",
-            UnsupportedGraphWarning,
-            stacklevel=2,
-        )
-        from torch._dynamo.backends.registry import lookup_backend
-
-        return lookup_backend("inductor")(gm, example_inputs)
-    names = input_names(gm, owner)
-    roles = find_roles(names, weights_input(gm, example_inputs))
-    pieces = [getattr(split, piece.name) for piece in spec.pieces]
-    compiler = PieceCompiler(config.piece_compiler, None if mode == "default" else mode)
-    pairs = chain_pairs(spec)
-    engine = build_engine(config, spec, pairs, roles)
-    graph = CachedGraph(
-        spec=spec,
-        executor=Executor(spec, pieces, compiler),
-        roles=roles,
-        engine=engine,
-        max_streams=config.max_streams,
-        config=config,
-    )
-    if probing:
-        if call is None or roles.hidden is None:
-            raise ProbeUnsupported(
-                f"step_rule={config.step_rule!r} runs a low-resolution probe of the model, "
-                "which needs the nn.Module's forward and its latent argument; compile the "
-                "module itself"
-            )
-        module, arguments = call
-        probe_config = dataclasses.replace(PRESETS["off"], piece_compiler=config.piece_compiler)
-
-        def probe_backend(probe_gm, probe_inputs, options=None, mode=None):
-            return compile_denoiser(probe_gm, probe_inputs, probe_config, mode, register=False)
-
-        graph.probe = build_probe(module, arguments, names, roles.hidden, config, probe_backend)
-        engine.probe_cost = spec.num_blocks * graph.probe.token_ratio
-        if graph.probe.token_ratio > 0.5:
-            warnings.warn(
-                f"precisecache: the probe costs {graph.probe.token_ratio:.0%} of a step on this "
-                f"latent ({graph.probe.full_grid.tokens_per_frame} tokens per frame; the probe "
-                f"keeps at least probe_min_tokens={config.probe_min_tokens}); LFCache cannot "
-                "save much here",
-                stacklevel=2,
-            )
-    if register:
-        registry.register(owner, graph)
-    return graph
+    """The callable that runs ``gm`` under ``config`` (``register``: list it for ``stats``)."""
+    return compile_in_tiers(gm, example_inputs, config, mode, register)

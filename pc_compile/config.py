@@ -60,8 +60,10 @@ class PreciseCacheConfig:
             steps of UniPC and the last four of Euler at shift 3, 20-50 steps.
         piece_compiler: how each piece of the partitioned graph is compiled: ``"inductor"``
             (default), or ``"eager"`` to run the pieces uncompiled (debugging, fast tests).
-        on_unsupported: what to do with a graph the passes cannot partition: ``"warn"`` once
-            and compile it as plain Inductor (default), or ``"error"`` to raise.
+        on_unsupported: what to do when the model cannot do what is asked: ``"warn"`` (the
+            default) steps down, warning once, to the partitioned graph without caching or to
+            plain Inductor (``pc_compile/fallback.py``); ``"error"`` raises
+            ``PreciseCacheUnsupported``.
         max_streams: guidance streams kept per compiled graph; the least recently used past
             this number lose their cache (their counters stay in ``stats``).
         rule_options: the rules' options that differ from their defaults, as sorted

@@ -3,29 +3,21 @@
 ``stats(compiled)`` sums the counters of every graph Dynamo compiled for the model and lists
 each guidance stream. ``compute_fraction`` is block evaluations (probe cost included, in
 block-equivalents) over steps x blocks: 1.0 for plain computation, lower when caching.
+``fallbacks`` lists what of the model runs a lower tier than asked, and why.
 """
 
 from __future__ import annotations
 
-import torch
-
+from pc_compile.capture import compiled_original
 from pc_compile.runtime import registry
 
 COUNTERS = ("steps", "full_steps", "skipped_steps", "probe_evals", "block_evals", "block_bypasses")
 
 
-def _owner(compiled):
-    if isinstance(compiled, torch.nn.Module):
-        return getattr(compiled, "_orig_mod", compiled)
-    original = getattr(compiled, "_torchdynamo_orig_callable", compiled)
-    if isinstance(original, torch.nn.Module):
-        return original
-    return getattr(original, "__code__", None)
-
-
-def _tables(compiled):
-    tables = registry.tables_of(_owner(compiled))
-    if not tables:
+def _tables(compiled, owner=None):
+    owner = compiled_original(compiled) if owner is None else owner
+    tables = registry.tables_of(owner)
+    if not tables and not registry.fallbacks_of(owner):
         raise ValueError(
             "this model has no graph compiled by the precisecache backend yet: compile it with "
             "torch.compile(model, backend='precisecache') and call it at least once"
@@ -39,7 +31,8 @@ def stats(compiled, detail: bool = False) -> dict:
     block_work = 0.0
     block_slots = 0
     streams = {}
-    for number, (graph, table) in enumerate(_tables(compiled)):
+    owner = compiled_original(compiled)
+    for number, (graph, table) in enumerate(_tables(compiled, owner)):
         blocks = graph.spec.num_blocks
         for state in table.all_streams():
             c = state.counters.as_dict()
@@ -61,6 +54,7 @@ def stats(compiled, detail: bool = False) -> dict:
         streams=len(streams),
         compute_fraction=block_work / block_slots if block_slots else 1.0,
         per_stream=streams,
+        fallbacks=registry.fallbacks_of(owner),
     )
 
 

@@ -265,7 +265,7 @@ class Captured:
 def capture_graph(model: nn.Module, inputs: dict) -> Captured:
     """The Dynamo graph of ``model(**inputs)`` (one graph expected), with what the backend
     reads while Dynamo still has it (argument sources are gone once the backend returns)."""
-    from pc_compile.inputs import input_names, weights_input
+    from pc_compile.capture import input_names, weights_input
 
     captured = []
 

@@ -41,14 +41,11 @@ import torch
 import torch.fx
 from torch.fx.passes.split_module import split_module
 
+from pc_compile.errors import UnsupportedGraph
 from pc_compile.passes.module_paths import BlockRef, outermost_indexed_module
 
 PROLOGUE = "prologue"
 EPILOGUE = "epilogue"
-
-
-class UnsupportedGraph(Exception):
-    """The passes cannot partition this graph; the message says why."""
 
 
 def _is_compute(node: torch.fx.Node) -> bool:

@@ -15,7 +15,6 @@ the order of evaluation and the counters that ``stats`` reports.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -30,18 +29,6 @@ from pc_compile.runtime.plan import BlockRecord, StepPlan
 from pc_compile.runtime.state import StreamState, StreamTable, tensor_identity
 
 
-@dataclass(frozen=True)
-class InputRoles:
-    """Which graph inputs are the latent, the timestep and the conditioning (None: unknown)."""
-
-    hidden: int | None = None
-    timestep: int | None = None
-    context: int | None = None
-    user_inputs: tuple[int, ...] = ()  # inputs that are not parameters or buffers
-    weights: int | None = None  # one parameter of the model: whose weights this call runs
-    weights_path: str | None = None  # that parameter's path in the module, e.g. "proj.weight"
-
-
 class CachedGraph:
     """Runs a partitioned denoiser graph under a caching engine."""
 
@@ -49,7 +36,7 @@ class CachedGraph:
         self,
         spec: PartitionSpec,
         executor: Executor,
-        roles: InputRoles,
+        roles,  # capture.InputRoles: which inputs are the latent, timestep, conditioning
         engine: Engine,
         max_streams: int,
         config=None,

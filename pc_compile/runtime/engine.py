@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pc_compile.errors import OptionUnsupported
 from pc_compile.runtime.guards import Guards
 from pc_compile.runtime.host import read_host
 from pc_compile.runtime.plan import BlockRecord, ReuseForm, StepPlan
@@ -194,7 +195,7 @@ def build_engine(config, spec, chain_pairs, roles=None) -> Engine:
         step_rule = entry.cls(config.options_for(config.step_rule),
                               RuleSetup(has_latent=has_latent, extrapolates=extrapolates))
     if step_rule is not None and config.step_reuse == "residual" and chain_pairs is None:
-        raise RuleUnsupported(
+        raise OptionUnsupported(
             "step_reuse='residual' needs one list of identical blocks whose last block "
             "feeds the epilogue; this model's blocks do not form such a chain "
             "(use step_reuse='output')"

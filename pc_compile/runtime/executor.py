@@ -19,38 +19,28 @@ import torch
 import torch.fx
 
 from pc_compile.passes.partition_spec import PartitionSpec, Ref
+from pc_compile.runtime.inductor import compile_piece, piece_options
 
 PieceFn = Callable[..., object]
 
 
 class PieceCompiler:
-    """Compiles one piece: ``"inductor"`` (the default) or ``"eager"`` (no compilation)."""
+    """Compiles one piece: ``"inductor"`` (the default) or ``"eager"`` (no compilation).
+
+    ``inductor_mode`` is ``torch.compile``'s ``mode``; ``runtime/inductor.py`` says how each
+    mode applies to the pieces.
+    """
 
     def __init__(self, mode: str, inductor_mode: str | None = None):
         self.mode = mode
         self.inductor_mode = inductor_mode
+        self.options = piece_options(inductor_mode) if mode == "inductor" else {}
         self.seconds = 0.0  # total time spent compiling pieces
 
     def __call__(self, module: torch.fx.GraphModule, example_args: list) -> PieceFn:
         if self.mode == "eager":
             return module
-        from torch._inductor.compile_fx import compile_fx
-        from torch._subclasses.fake_tensor import FakeTensorMode
-        from torch.fx.experimental.symbolic_shapes import ShapeEnv
-
-        # Straight to Inductor: the piece is already an FX graph, so there is nothing for
-        # Dynamo to trace; the kernel is specialised to these arguments' shapes and strides.
-        # Fake example inputs with a shape environment let Inductor's FX graph cache serve a
-        # warm start (given real tensors, it bypasses the cache for want of one).
-        config_patches = {"triton.cudagraphs": False}
-        if self.inductor_mode == "max-autotune":
-            config_patches["max_autotune"] = True
-        fake_mode = FakeTensorMode(shape_env=ShapeEnv())
-        fake_args = [
-            fake_mode.from_tensor(a, static_shapes=True) if isinstance(a, torch.Tensor) else a
-            for a in example_args
-        ]
-        return compile_fx(module, fake_args, config_patches=config_patches)
+        return compile_piece(module, example_args, self.options)
 
 
 class Executor:

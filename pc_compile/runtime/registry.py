@@ -5,6 +5,10 @@ dtype, a graph break), and it serves every instance of a model class from the sa
 (parameters are graph inputs). So graphs are listed under the model's class (or, for a
 compiled function, its code object), and each graph keeps state per set of weights
 (``CachedGraph.tables``). ``tables_of(model)`` returns the model's own state in every graph.
+
+A graph that runs a lower tier than asked (without caching, or as plain Inductor) is recorded
+too, under the model's class as its graphs are: ``fallbacks_of(model)`` lets ``stats`` say that
+the model fell back and why.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import torch
 
 # Held weakly: a graph lives as long as Dynamo's cache keeps it (torch._dynamo.reset() ends it).
 _graphs: dict[object, list[weakref.ref]] = {}
+# Per model kind, like the graphs (a graph serves every instance of a class): the fallbacks.
+_fallbacks: dict[object, list[dict]] = {}
 
 
 def register(owner, graph) -> None:
@@ -33,7 +39,29 @@ def register(owner, graph) -> None:
                 continue
             kept.append(ref)
         refs[:] = kept
+        # What ran before under another configuration no longer describes this model.
+        old = _fallbacks.get(_kind(owner), [])
+        old[:] = [f for f in old if f.get("config") == graph.config]
     refs.append(weakref.ref(graph))
+
+
+def record_fallback(owner, ran: str, reason: str, config=None) -> None:
+    """Note that a graph of ``owner`` runs ``ran`` (a lower tier than asked) because of
+    ``reason``; repeated records of one tier and reason are kept once."""
+    if owner is None:
+        return
+    entry = {"ran": ran, "reason": reason, "config": config}
+    found = _fallbacks.setdefault(_kind(owner), [])
+    if entry not in found:
+        found.append(entry)
+
+
+def fallbacks_of(owner) -> list[dict]:
+    """``{"ran", "reason"}`` for each fallback recorded for ``owner``, oldest first."""
+    if owner is None:
+        return []
+    found = _fallbacks.get(_kind(owner))
+    return [{"ran": f["ran"], "reason": f["reason"]} for f in found or []]
 
 
 def tables_of(owner) -> list:

@@ -2,7 +2,8 @@
 
 import torch
 
-from pc_compile.runtime.probe import DenseLayout, Grid, probe_grid, resize_video
+from pc_compile.capture.layouts import DenseLayout, Grid, resize_video
+from pc_compile.runtime.probe import probe_grid
 
 
 def test_paper_factors_on_a_wan_480p_latent():

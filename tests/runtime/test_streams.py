@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pc_compile
-from pc_compile.inputs import find_roles
+from pc_compile.capture import find_roles
 from pc_compile.passes import run_passes
 from pc_compile.runtime.cached_graph import CachedGraph
 from pc_compile.runtime.engine import Engine

@@ -31,11 +31,13 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
+from pc_compile.errors import PolicyUnsupported
 from pc_compile.runtime.plan import BlockRecord
 
 
-class RuleUnsupported(ValueError):
-    """The configured rule cannot work on this model; the message says why."""
+class RuleUnsupported(PolicyUnsupported):
+    """The configured rule cannot work on this model; the message says why. The front falls
+    back to the partitioned graph without caching (``pc_compile/fallback.py``)."""
 
 
 @dataclass(frozen=True)

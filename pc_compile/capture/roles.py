@@ -1,22 +1,23 @@
-"""Which graph inputs are the latent, the timestep and the conditioning, and whose graph it is.
+"""Which graph inputs are the latent, the timestep and the conditioning, and whose weights run.
 
-Dynamo records where each graph input came from (``node.meta["grapharg"].source``): the
+Graph inputs are named by where Dynamo read them (``capture.dynamo.graph_input_sources``): the
 forward's arguments appear as ``L['args'][0]``, ``L['kwargs']['timestep']`` or, for a compiled
 function, ``L['timestep']``; parameters and buffers as attribute chains of ``L['self']``. The
-positional ones are named through the signature of the module's ``forward``. The module itself
-is read from the frame Dynamo is compiling, when there is one.
+positional ones are named through the signature of the module's ``forward``. The roles are then
+found by the usual argument names of diffusers' denoisers; the runtime receives ``InputRoles``
+and never sees a name.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+from dataclasses import dataclass
 
 import torch
 import torch.fx
 
-from pc_compile.passes.module_paths import normalize_module_path
-from pc_compile.runtime.cached_graph import InputRoles
+from pc_compile.capture.dynamo import graph_input_sources, source_path
 
 HIDDEN_NAMES = ("hidden_states", "x", "latents", "latent", "sample", "img")
 TIMESTEP_NAMES = ("timestep", "timesteps", "t", "sigma")
@@ -27,48 +28,24 @@ _KEYWORD = re.compile(r"^L\['kwargs'\]\['(\w+)'\]$")
 _LOCAL = re.compile(r"^L\['(\w+)'\]$")
 
 
-def compiling_frame():
-    """The frame Dynamo is translating right now (f_locals, f_code), or None.
+@dataclass(frozen=True)
+class InputRoles:
+    """Which graph inputs are the latent, the timestep and the conditioning (None: unknown)."""
 
-    A private API of Dynamo; without it there is no owner (stats) and no probe.
-    """
-    try:
-        from torch._dynamo.symbolic_convert import InstructionTranslator
-
-        return InstructionTranslator.current_tx()
-    except Exception:  # noqa: BLE001 - private API, may move between torch versions
-        return None
-
-
-def compiled_owner():
-    """The module (or function code) Dynamo is compiling right now, or None."""
-    tx = compiling_frame()
-    if tx is None:
-        return None
-    owner = tx.f_locals.get("self")
-    if isinstance(owner, torch.nn.Module):
-        return owner
-    return tx.f_code
-
-
-def _sources(gm: torch.fx.GraphModule) -> list[str | None]:
-    sources = []
-    for node in gm.graph.nodes:
-        if node.op != "placeholder":
-            continue
-        grapharg = node.meta.get("grapharg")
-        source = getattr(getattr(grapharg, "source", None), "name", None)
-        source = source() if callable(source) else source
-        sources.append(source if isinstance(source, str) else None)
-    return sources
+    hidden: int | None = None
+    timestep: int | None = None
+    context: int | None = None
+    user_inputs: tuple[int, ...] = ()  # inputs that are not parameters or buffers
+    weights: int | None = None  # one parameter of the model: whose weights this call runs
+    weights_path: str | None = None  # that parameter's path in the module, e.g. "proj.weight"
 
 
 def weights_input(gm: torch.fx.GraphModule, example_inputs) -> tuple[int | None, str | None]:
     """The first parameter input of the graph and its path in the compiled module."""
-    for i, source in enumerate(_sources(gm)):
+    for i, source in enumerate(graph_input_sources(gm)):
         if source and source.startswith("L['self']") and i < len(example_inputs):
             if isinstance(example_inputs[i], torch.nn.Parameter):
-                return i, normalize_module_path(source)
+                return i, source_path(source)
     return None, None
 
 
@@ -81,7 +58,7 @@ def input_names(gm: torch.fx.GraphModule, owner) -> list[str | None]:
         except (TypeError, ValueError):
             positional = []
     names: list[str | None] = []
-    for source in _sources(gm):
+    for source in graph_input_sources(gm):
         name = None
         if isinstance(source, str):
             if m := _POSITIONAL.match(source):
@@ -96,6 +73,8 @@ def input_names(gm: torch.fx.GraphModule, owner) -> list[str | None]:
 
 
 def find_roles(names: list[str | None], weights=(None, None)) -> InputRoles:
+    """The roles of the inputs named ``names`` (``weights``: from ``weights_input``)."""
+
     def first(candidates):
         for c in candidates:
             if c in names:

@@ -1,0 +1,100 @@
+"""Building what runs a partitioned denoiser: the partition, the roles, the engine, the probe.
+
+``partition`` runs the passes and logs the partition's summary at DEBUG; ``build_graph`` puts a
+``CachedGraph`` together for one configuration. Each raises a ``PreciseCacheUnsupported``
+subclass when the model cannot do what the configuration asks; deciding what to do then is
+``fallback.py``'s business, not this file's.
+
+The probe is the same module compiled a second time, at the probe's shape: the graph Dynamo
+hands over is specialised to the traced call's shapes, so the low-resolution network cannot be
+cut out of it. It is a graph of its own, partitioned and compiled like the first, never caching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+
+import torch
+
+from pc_compile.capture import Capture, find_roles, input_names, layout_for, weights_input
+from pc_compile.config import PRESETS
+from pc_compile.errors import ProbeUnsupported
+from pc_compile.passes import run_passes
+from pc_compile.runtime.cached_graph import CachedGraph, chain_pairs
+from pc_compile.runtime.engine import build_engine, needs_probe
+from pc_compile.runtime.executor import Executor, PieceCompiler
+from pc_compile.runtime.probe import ProbeNetwork
+
+log = logging.getLogger("pc_compile")
+
+
+def partition(gm: torch.fx.GraphModule, config):
+    """``(split, spec)``: the passes' rewrite of ``gm`` (``UnsupportedGraph`` if impossible)."""
+    split, spec = run_passes(gm, config)
+    log.debug(
+        "partition: %d pieces, %d blocks in %d list(s) (%s), %d kernel groups",
+        len(spec.pieces), spec.num_blocks, len(spec.block_lists), ", ".join(spec.block_lists),
+        len({p.kernel_group for p in spec.pieces}),
+    )
+    return split, spec
+
+
+def uncached(config):
+    """``config`` with caching off: the partitioned graph, every step and block computed."""
+    return dataclasses.replace(PRESETS["off"], piece_compiler=config.piece_compiler,
+                               max_streams=config.max_streams,
+                               on_unsupported=config.on_unsupported)
+
+
+def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
+                probe_backend, requested=None) -> CachedGraph:
+    """A ``CachedGraph`` running ``spec``'s pieces under ``config``'s rules. ``requested``:
+    the configuration the user asked for, when ``config`` is a lower tier of it."""
+    names = input_names(gm, capture.owner)
+    roles = find_roles(names, weights_input(gm, example_inputs))
+    pieces = [getattr(split, piece.name) for piece in spec.pieces]
+    compiler = PieceCompiler(config.piece_compiler, None if mode == "default" else mode)
+    engine = build_engine(config, spec, chain_pairs(spec), roles)
+    graph = CachedGraph(
+        spec=spec,
+        executor=Executor(spec, pieces, compiler),
+        roles=roles,
+        engine=engine,
+        max_streams=config.max_streams,
+        config=requested if requested is not None else config,
+    )
+    if needs_probe(config.step_rule):
+        graph.probe = build_probe(capture, names, roles.hidden, config, mode, probe_backend)
+        engine.probe_cost = spec.num_blocks * graph.probe.token_ratio
+        if graph.probe.token_ratio > 0.5:
+            warnings.warn(
+                f"precisecache: the probe costs {graph.probe.token_ratio:.0%} of a step on this "
+                f"latent ({graph.probe.full_grid.tokens_per_frame} tokens per frame; the probe "
+                f"keeps at least probe_min_tokens={config.probe_min_tokens}); LFCache cannot "
+                "save much here",
+                stacklevel=2,
+            )
+    return graph
+
+
+def build_probe(capture: Capture, names: list, hidden_index, config, mode, probe_backend):
+    """A ``ProbeNetwork`` for the compiled module; ``names[i]`` is graph input i's argument.
+    Its pieces are compiled in the user's ``mode``, like the model's."""
+    if capture.module is None or capture.call is None or hidden_index is None:
+        raise ProbeUnsupported(
+            f"step_rule={config.step_rule!r} runs a low-resolution probe of the model, which "
+            "needs the nn.Module's forward and its latent argument; compile the module itself"
+        )
+    call = capture.call
+    layout = layout_for(capture.module, call, names[hidden_index])
+    bind = {i: n for i, n in enumerate(names) if n is not None and n in call}
+    probe_config = dataclasses.replace(PRESETS["off"], piece_compiler=config.piece_compiler)
+
+    def backend(probe_gm, probe_inputs, options=None, mode=None, user_mode=mode):
+        return probe_backend(probe_gm, probe_inputs, probe_config, user_mode)
+
+    network = torch.compile(capture.module, backend=backend, dynamic=False)
+    return ProbeNetwork(network, call, bind, layout, config.probe_downsample,
+                        config.probe_min_tokens)

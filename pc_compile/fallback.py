@@ -1,0 +1,104 @@
+"""The one place that decides what runs when the model cannot do what was asked.
+
+Tiers, from the best down:
+
+1. the requested caching (the configured rules, with the probe where a rule needs it);
+2. the partitioned graph without caching (preset ``off``: every step and block computed);
+3. plain Inductor, with the user's ``mode``.
+
+Anything the capture, the passes or the runtime cannot do raises a ``PreciseCacheUnsupported``
+subclass (``pc_compile.errors``); here it becomes one step down, warned once per model and
+kind of reason (``UnsupportedGraphWarning``; Dynamo may hand over many graphs of one model:
+graph breaks, recompilations), logged at DEBUG on the logger ``pc_compile``, and recorded so that
+``stats`` says the model fell back and why. Under ``on_unsupported="error"`` it is raised
+instead, and an ``OptionUnsupported`` (an option the user chose that the model cannot honour)
+is always raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import weakref
+
+import torch
+
+from pc_compile import assemble
+from pc_compile.capture import capture
+from pc_compile.errors import OptionUnsupported, PreciseCacheUnsupported, UnsupportedGraphWarning
+from pc_compile.runtime import registry
+from pc_compile.runtime.inductor import mode_options
+
+log = logging.getLogger("pc_compile")
+
+UNCACHED = "partitioned without caching"
+PLAIN = "plain inductor"
+
+_warned_modules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_warned_other: dict[object, set] = {}
+
+
+def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None,
+                     register: bool = True):
+    """The callable that runs ``gm``: the best tier the model supports under ``config``."""
+    seen = capture(gm)
+
+    def step_down(ran: str, reason: PreciseCacheUnsupported) -> None:
+        if config.on_unsupported == "error" or isinstance(reason, OptionUnsupported):
+            raise reason
+        _warn_once(seen.owner, ran, reason, mode)
+        if register:
+            registry.record_fallback(seen.owner, ran, str(reason), config)
+
+    def build(tier_config, requested=None):
+        graph = assemble.build_graph(gm, example_inputs, split, spec, tier_config, mode, seen,
+                                     _probe_backend, requested)
+        if register:
+            registry.register(seen.owner, graph)
+        return graph
+
+    try:
+        split, spec = assemble.partition(gm, config)
+    except PreciseCacheUnsupported as reason:
+        step_down(PLAIN, reason)
+        return plain_inductor(gm, example_inputs, mode)
+    if config.caches:
+        try:
+            return build(config)
+        except PreciseCacheUnsupported as reason:
+            step_down(UNCACHED, reason)
+    try:
+        return build(assemble.uncached(config), requested=config)
+    except PreciseCacheUnsupported as reason:
+        step_down(PLAIN, reason)
+        return plain_inductor(gm, example_inputs, mode)
+
+
+def _probe_backend(gm, example_inputs, config, mode):
+    return compile_in_tiers(gm, example_inputs, config, mode, register=False)
+
+
+def plain_inductor(gm: torch.fx.GraphModule, example_inputs, mode=None):
+    """What ``torch.compile(model, mode=mode)`` would run for this graph."""
+    return torch._inductor.compile(gm, list(example_inputs), options=mode_options(mode))
+
+
+def _warn_once(owner, ran: str, reason: PreciseCacheUnsupported, mode) -> None:
+    if ran == PLAIN:
+        what = (f"compiling this graph as plain Inductor (mode={mode or 'default'!r}), "
+                "without caching")
+    else:
+        what = "caching is off for this model (its partitioned graph computes every step and block)"
+    message = f"precisecache: {what}: {reason}"
+    log.debug("fallback to %s (%s): %s", ran, type(reason).__name__, reason)
+    if isinstance(owner, torch.nn.Module):
+        warned = _warned_modules.setdefault(owner, set())
+    elif owner is not None:
+        warned = _warned_other.setdefault(owner, set())
+    else:
+        warned = set()  # whose graph this is is unknown: nothing to say it once for
+    key = (ran, type(reason))  # not the message: it may name a shape, one per graph
+    if key in warned:
+        return
+    warned.add(key)
+    warnings.warn(message, UnsupportedGraphWarning, stacklevel=3)

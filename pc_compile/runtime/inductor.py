@@ -1,0 +1,91 @@
+"""Compiling one piece with Inductor, through its public entry point.
+
+``torch._inductor.standalone_compile`` (torch >= 2.8) compiles an FX graph outside Dynamo: given
+``dynamic_shapes="from_example_inputs"`` it specialises the kernel to the example arguments'
+shapes and strides, under a fake-tensor mode with a shape environment of its own, so Inductor's
+FX graph cache (and AOTAutograd's) serve a warm start. Where it is missing, ``compile_fx`` is
+called with such a fake mode by hand.
+
+Inductor may rewrite the graph it compiles in place (a piece that returns one tensor comes out
+returning a tuple), so it is always handed a copy: the piece's GraphModule is compiled again at
+every new shape, and must stay as the passes made it.
+
+Modes. ``torch.compile``'s ``mode`` is applied through ``torch._inductor.list_mode_options``,
+with one deliberate change: pieces never run under Inductor's CUDA graphs. The caching rules keep
+piece outputs across calls (the last step's output, each block's residual), and a CUDA-graph
+replay overwrites the memory of the previous replay's outputs. So ``reduce-overhead`` compiles
+the pieces like ``default`` and ``max-autotune`` like ``max-autotune-no-cudagraphs``; each is
+said once by a warning. A graph that falls back to plain Inductor gets the user's mode unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import warnings
+
+import torch
+import torch.fx
+
+log = logging.getLogger("pc_compile")
+
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_CUDAGRAPH_MODES = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
+_said: set[str] = set()
+
+
+def mode_options(mode: str | None) -> dict:
+    """Inductor's config patches for ``mode`` (``torch.compile``'s names)."""
+    from torch._inductor import list_mode_options
+
+    try:
+        return dict(list_mode_options(mode or "default"))
+    except (RuntimeError, KeyError) as error:
+        raise ValueError(f"mode={mode!r} is not an Inductor mode; choose one of "
+                         f"{', '.join(MODES)}") from error
+
+
+def piece_options(mode: str | None) -> dict:
+    """The config patches the pieces are compiled with under ``mode``: the mode's, without
+    CUDA graphs (see the module's docstring)."""
+    patches = mode_options(mode)
+    if patches.get("triton.cudagraphs") and mode not in _said:
+        _said.add(mode)
+        message = (f"precisecache: mode={mode!r} compiles the cached pieces as "
+                   f"mode={_CUDAGRAPH_MODES.get(mode, 'default')!r}, without CUDA graphs "
+                   "(cached outputs must outlive the next replay)")
+        log.debug(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+    patches["triton.cudagraphs"] = False
+    return patches
+
+
+def compile_piece(module: torch.fx.GraphModule, example_args: list, options: dict):
+    """A callable running ``module`` compiled by Inductor for ``example_args``'s shapes.
+    ``module`` itself is left unchanged."""
+    piece = copy.deepcopy(module)
+    standalone = getattr(torch._inductor, "standalone_compile", None)
+    if standalone is None:
+        return _compile_fx(piece, example_args, options)
+    extra = {}
+    if "donate_graph_module" in inspect.signature(standalone).parameters:
+        extra["donate_graph_module"] = True  # ``piece`` is our copy: no second copy needed
+    return standalone(piece, list(example_args), dynamic_shapes="from_example_inputs",
+                      options={"config_patches": options}, **extra)
+
+
+def _compile_fx(piece, example_args, options):
+    """For a torch without ``standalone_compile``: ``compile_fx`` under a fake mode with a
+    shape environment (given real tensors, Inductor bypasses its FX graph cache)."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    log.debug("inductor: torch._inductor.standalone_compile is missing; using compile_fx")
+    fake_mode = FakeTensorMode(shape_env=ShapeEnv())
+    fake_args = [
+        fake_mode.from_tensor(a, static_shapes=True) if isinstance(a, torch.Tensor) else a
+        for a in example_args
+    ]
+    return compile_fx(piece, fake_args, config_patches=options)

@@ -1,0 +1,64 @@
+"""Capture from Dynamo: what is read while Dynamo compiles, and a debug line when it is not."""
+
+import logging
+
+import torch
+
+import pc_compile
+from pc_compile.capture import capture, compiled_original, dynamo
+from pc_compile.capture.dynamo import graph_input_sources, source_path
+from tests.tiny_models import build, capture_graph
+
+
+def test_the_module_the_call_and_the_sources_are_captured():
+    tiny = build("wan")
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(capture(gm))
+        return gm.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        compiled = torch.compile(tiny.model, backend=backend)
+        compiled(**tiny.make_inputs(500.0, 1))
+    (got,) = seen
+    assert got.owner is tiny.model and got.module is tiny.model
+    assert got.call["hidden_states"] is tiny.make_inputs(500.0, 1)["hidden_states"]
+    assert "L['kwargs']['timestep']" in got.sources or "L['timestep']" in got.sources
+    assert compiled_original(compiled) is tiny.model
+    assert source_path("L['self']._modules['proj']._parameters['weight']") == "proj.weight"
+
+
+def test_a_missing_dynamo_internal_is_said_at_debug_and_the_compile_goes_on(monkeypatch,
+                                                                             caplog):
+    # As if a torch version had moved the frame Dynamo is translating elsewhere.
+    monkeypatch.setattr(dynamo, "CURRENT_FRAME", ("torch._dynamo.symbolic_convert",
+                                                  "InstructionTranslator.moved_current_tx"))
+    caplog.set_level(logging.DEBUG, logger="pc_compile")
+    torch._dynamo.reset()
+    tiny = build("plain_dit")
+    compiled = torch.compile(tiny.model, backend="precisecache",
+                             options={"preset": "off", "piece_compiler": "eager"})
+    with torch.no_grad():
+        out = compiled(**tiny.make_inputs(500.0, 1))
+        torch.testing.assert_close(out, tiny.model(**tiny.make_inputs(500.0, 1)))
+    messages = [r.getMessage() for r in caplog.records
+                if r.name == "pc_compile" and r.levelno == logging.DEBUG]
+    assert any("current frame (InstructionTranslator.moved_current_tx) is not available "
+               "(AttributeError" in m for m in messages), messages
+
+
+def test_graph_inputs_without_sources_are_said_at_debug(caplog):
+    caplog.set_level(logging.DEBUG, logger="pc_compile")
+    gm = torch.fx.symbolic_trace(torch.nn.Linear(2, 2))  # not traced by Dynamo: no sources
+    assert graph_input_sources(gm) == [None]
+    assert any("graph input sources" in r.getMessage() for r in caplog.records)
+    captured = capture_graph(build("plain_dit").model, build("plain_dit").make_inputs(5.0, 1))
+    names = captured.names
+    assert {"hidden_states", "timestep", "encoder_hidden_states"} <= set(names)
+    roles = pc_compile.capture.find_roles(names, captured.weights)
+    assert (roles.hidden, roles.timestep, roles.context) == (
+        names.index("hidden_states"), names.index("timestep"),
+        names.index("encoder_hidden_states"))
+    assert roles.weights_path is not None and "." in roles.weights_path
