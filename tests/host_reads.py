@@ -30,8 +30,9 @@ What counts as one read:
 * a value read: ``item``, ``tolist``, ``__bool__``, ``__float__``, ``__int__``, ``__index__``,
   ``__complex__``, ``__format__``, ``__repr__``/``__str__`` (printing), ``numpy``,
   ``__array__`` (through ``numpy``), ``equal``, ``allclose``, ``is_nonzero``;
-* a copy to the host: ``cpu()``, and ``to()`` with the CPU as target device (on a CPU run both
-  are no-ops, but on a GPU they are the read);
+* a copy to the host: ``cpu()`` (on a CPU run a no-op, but on a GPU the read), and ``to()``
+  from another device to the CPU (on a CPU run ``to("cpu")`` cannot be told from a compiled
+  graph placing its own tensors on the device it was traced on, so it is not counted there);
 * an op whose output shape depends on the data: ``nonzero``, ``argwhere``, ``masked_select``,
   ``unique``, ``unique_consecutive``, ``torch.where(condition)`` with one argument,
   ``repeat_interleave`` with tensor repeats and no ``output_size``, ``bincount``, and indexing
@@ -173,15 +174,16 @@ class HostReads:
     def kinds(self) -> Counter:
         return Counter(r.kind for r in self.reads)
 
-    def sites(self, reads=None) -> Counter:
-        """How many reads each call site made (``path:line (function) <- caller``)."""
+    def sites(self, reads=None, callers: int = 1) -> Counter:
+        """How many reads each call site made: ``kind at path:line (function)``, then up to
+        ``callers`` calling frames (``<- path:line (function)``)."""
         counted = Counter()
         for r in self.reads if reads is None else reads:
-            caller = ""
-            if len(r.where) > 1:
-                file, line, function = r.where[1]
-                caller = f" <- {_short(file)}:{line} ({function})"
-            counted[f"{r.kind} at {r.site}{caller}"] += 1
+            chain = " <- ".join(
+                f"{_short(file)}:{line} ({function})"
+                for file, line, function in r.where[1: 1 + callers]
+            )
+            counted[f"{r.kind} at {r.site}" + (f" <- {chain}" if chain else "")] += 1
         return counted
 
     # -- machinery ------------------------------------------------------------------------------
@@ -260,12 +262,14 @@ def _always(args, kwargs) -> bool:
 
 
 def _to_host(args, kwargs) -> bool:
-    """``Tensor.to(...)``: a read when the target device is the CPU."""
+    """``Tensor.to(...)``: a read when it moves a tensor off another device to the CPU. (On a
+    CPU run ``.to("cpu")`` cannot be told from a model placing its own tensors, which compiled
+    graphs do with the device they were traced on, so it is not counted there.)"""
     target = kwargs.get("device")
     for a in args[1:]:
         if isinstance(a, (str, torch.device)):
             target = a
-    if target is None:
+    if target is None or args[0].device.type == "cpu":
         return False
     try:
         return torch.device(target).type == "cpu"
