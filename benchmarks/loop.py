@@ -63,13 +63,23 @@ WAN_SIZES = {
 
 
 def build_wan(size: WanSize, device="cpu", dtype=torch.float32, seed: int = 0):
-    """A randomly initialised WanTransformer3DModel of ``size``, in eval mode, on ``device``."""
+    """A randomly initialised WanTransformer3DModel of ``size``, in eval mode, on ``device``.
+
+    In a lower precision, the parameters of the modules the class keeps in float32
+    (``_keep_in_fp32_modules``: norms, the time embedder, rope) stay in float32, as
+    ``from_pretrained(torch_dtype=...)`` leaves them."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
     with torch.device(device):
         model = WanTransformer3DModel(**size.config)
-    model = model.to(dtype).eval().requires_grad_(False)
+    keep = getattr(model, "_keep_in_fp32_modules", None) or ()
+    for name, param in model.named_parameters():
+        if dtype == torch.float32 or any(k in name.split(".") for k in keep):
+            param.data = param.data.float()
+        else:
+            param.data = param.data.to(dtype)
+    model = model.eval().requires_grad_(False)
     if hasattr(model, "cache_context"):
         # The first cache_context() attaches diffusers' hook registry to the module: do it
         # before any compilation, so that no later call changes the module's attributes.
