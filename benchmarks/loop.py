@@ -79,7 +79,8 @@ def build_wan(size: WanSize, device="cpu", dtype=torch.float32, seed: int = 0):
             param.data = param.data.float()
         else:
             param.data = param.data.to(dtype)
-    model = model.eval().requires_grad_(False)
+    # Anything the constructor made outside the device context (buffers made on the CPU).
+    model = model.to(device).eval().requires_grad_(False)
     if hasattr(model, "cache_context"):
         # The first cache_context() attaches diffusers' hook registry to the module: do it
         # before any compilation, so that no later call changes the module's attributes.

@@ -138,6 +138,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", default="mid", choices=sorted(WAN_SIZES))
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile-configs", nargs="*", default=None,
+                        help="the caching configurations to profile (default: all run)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     import diffusers
@@ -192,7 +194,8 @@ def main(argv=None) -> dict:
     if args.profile:
         report["profile"] = {}
         for name in names:
-            if name == "plain":
+            if name == "plain" or (args.profile_configs is not None
+                                   and name not in args.profile_configs):
                 continue
             pc_compile.reset(compiled[name])
             prof = report["profile"][name] = profile_config(compiled[name], inputs, args.steps)

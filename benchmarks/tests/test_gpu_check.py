@@ -33,7 +33,7 @@ def test_cpu_smoke_writes_every_configuration(tmp_path):
         assert row["status"] == "ok", (label, row.get("note"), row.get("traceback"))
         print(f"{label}: {row.get('step_ms')} ms/step")
         if label == "probe":
-            assert row["compiled_ms"] > 0 and row["eager_ms"] > 0
+            assert row["compiled_ms"] > 0 and row["compiled_ro_ms"] > 0 and row["eager_ms"] > 0
             assert 0 < row["token_ratio"] < 1
             assert math.isfinite(row["share_compiled"])
             continue
