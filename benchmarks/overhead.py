@@ -139,7 +139,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--profile-configs", nargs="*", default=None,
-                        help="the caching configurations to profile (default: all run)")
+                        help="configurations to profile (plain: its ops only; default: all)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     import diffusers
@@ -169,9 +169,9 @@ def main(argv=None) -> dict:
             if name != "plain":
                 fractions[name] = pc_compile.stats(compiled[name])["compute_fraction"]
         print(f"round {r}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names), flush=True)
-    plain_min = min(times["plain"])
-    plain_median = statistics.median(times["plain"])
-    for name in names:
+    plain_min = min(times["plain"], default=None)
+    plain_median = statistics.median(times["plain"]) if times["plain"] else None
+    for name in names if args.rounds else ():
         fraction = fractions.get(name, 1.0)
         best, median = min(times[name]), statistics.median(times[name])
         report["configs"][name] = {
@@ -184,38 +184,46 @@ def main(argv=None) -> dict:
             "ratio_to_ideal_median": median / (plain_median * fraction),
         }
     print()
-    print("| config | step ms (min) | compute fraction | x plain | x ideal | x plain (median) "
-          "| x ideal (median) |")
-    print("|---|---|---|---|---|---|---|")
-    for name, c in report["configs"].items():
-        print(f"| {name} | {c['step_ms_min']:.1f} | {c['compute_fraction']:.3f} "
-              f"| {c['ratio_to_plain']:.3f} | {c['ratio_to_ideal']:.3f} "
-              f"| {c['ratio_to_plain_median']:.3f} | {c['ratio_to_ideal_median']:.3f} |")
+    print(table(report) if args.rounds else "(no timed rounds)")
     if args.profile:
         report["profile"] = {}
         for name in names:
-            if name == "plain" or (args.profile_configs is not None
-                                   and name not in args.profile_configs):
+            if args.profile_configs is not None and name not in args.profile_configs:
                 continue
-            pc_compile.reset(compiled[name])
+            if name != "plain":
+                pc_compile.reset(compiled[name])
             prof = report["profile"][name] = profile_config(compiled[name], inputs, args.steps)
-            print(f"\n{name}: where a step's time goes (cProfile cumulative, ms per step; "
-                  f"plain step {1000 * plain_min / args.steps:.1f} ms unprofiled)")
-            for label, g in prof["groups"].items():
-                print(f"  {g['ms_per_step']:8.2f} ms  {g['calls_per_step']:5.1f} calls  {label}")
-            print("  own time in pc_compile (tottime):")
-            for o in prof["own_time"]:
-                print(f"  {o['ms_per_step']:8.3f} ms  {o['calls_per_step']:5.1f} calls  "
-                      f"{o['where']}")
-            print("  aten ops by self time (eager ops, and ops inside compiled pieces that "
-                  "the profiler sees):")
-            for o in prof["eager_ops"]:
-                print(f"  {o['self_ms_per_step']:8.3f} ms  {o['calls_per_step']:5.1f} calls  "
-                      f"{o['op']}")
+            unprofiled = "" if plain_min is None else (
+                f"; plain step {1000 * plain_min / args.steps:.1f} ms unprofiled")
+            print(f"\n{name}: where a step's time goes (cProfile cumulative, ms per step"
+                  f"{unprofiled})")
+            print_profile(prof)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     return report
+
+
+def table(report: dict) -> str:
+    lines = ["| config | step ms (min) | compute fraction | x plain | x ideal | x plain (median) "
+             "| x ideal (median) |", "|---|---|---|---|---|---|---|"]
+    for name, c in report["configs"].items():
+        lines.append(
+            f"| {name} | {c['step_ms_min']:.1f} | {c['compute_fraction']:.3f} "
+            f"| {c['ratio_to_plain']:.3f} | {c['ratio_to_ideal']:.3f} "
+            f"| {c['ratio_to_plain_median']:.3f} | {c['ratio_to_ideal_median']:.3f} |")
+    return "\n".join(lines)
+
+
+def print_profile(prof: dict) -> None:
+    for label, g in prof["groups"].items():
+        print(f"  {g['ms_per_step']:8.2f} ms  {g['calls_per_step']:5.1f} calls  {label}")
+    print("  own time in pc_compile (tottime):")
+    for o in prof["own_time"]:
+        print(f"  {o['ms_per_step']:8.3f} ms  {o['calls_per_step']:5.1f} calls  {o['where']}")
+    print("  aten ops by self time (eager ops, and the extern ops of compiled pieces):")
+    for o in prof["eager_ops"]:
+        print(f"  {o['self_ms_per_step']:8.3f} ms  {o['calls_per_step']:5.1f} calls  {o['op']}")
 
 
 if __name__ == "__main__":
