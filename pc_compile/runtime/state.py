@@ -10,9 +10,13 @@ wrong by accident:
   builds it once per generation and passes the same tensor at every step), together with the
   shapes and dtypes of all inputs, so that a new shape never meets a cache made for another.
 
-A stream starts a new generation when its timestep stops decreasing; ``reset()`` forces one.
-What a stream caches is owned by the policies (``StreamState.cache``); this file owns identity,
-generations and counters.
+A stream starts a new generation when its timestep rises; ``reset()`` forces one. A timestep
+equal to the last one is not a new generation but another evaluation of the same step
+(``StreamState.evaluation_in_step``): FlowMatchHeun evaluates twice at each timestep after the
+first, and any scheduler may call the denoiser twice per step. A generation cut short (the
+pipeline's ``_interrupt``) is followed by a clean one, since the next generation's first
+timestep lies above the last one reached. What a stream caches is owned by the policies
+(``StreamState.cache``); this file owns identity, generations and counters.
 """
 
 from __future__ import annotations
@@ -70,6 +74,10 @@ class StreamState:
     last_timestep: float | None = None
     previous_timestep: float | None = None  # the timestep of the step before this one
     step_in_generation: int = 0
+    # Which evaluation of this step the current call is: 0 for the step's first, 1 for a second
+    # call at the same timestep (Heun's), and so on. Rules that take one decision per step
+    # decide on evaluation 0; the later evaluations of the step compute.
+    evaluation_in_step: int = 0
     cache: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
 
@@ -93,6 +101,7 @@ class StreamState:
         self.cache.clear()
         self.trace.clear()
         self.step_in_generation = 0
+        self.evaluation_in_step = 0
         self.last_timestep = None
         self.previous_timestep = None
         self.counters.generations += 1
@@ -147,20 +156,21 @@ class StreamTable:
         return state
 
     def enter_step(self, state: StreamState, timestep: float | None) -> None:
-        """Advance ``state`` to a new step, starting a generation if the timestep rose."""
+        """Advance ``state`` to this call: a new generation if the timestep rose, another
+        evaluation of the same step if it did not change, else the next step."""
         first = state.counters.generations == 0
-        rose = (
-            timestep is not None
-            and state.last_timestep is not None
-            and timestep >= state.last_timestep
-        )
-        if first or rose:
+        known = timestep is not None and state.last_timestep is not None
+        state.counters.steps += 1
+        if known and timestep == state.last_timestep and not first:
+            state.evaluation_in_step += 1
+            return
+        if first or (known and timestep > state.last_timestep):
             state.start_generation()
         else:
             state.step_in_generation += 1
+            state.evaluation_in_step = 0
         state.previous_timestep = state.last_timestep
         state.last_timestep = timestep
-        state.counters.steps += 1
 
     def shared_decision(self, group: tuple, state: StreamState) -> bool | str | None:
         """The decision another stream took for this step (same latent and timestep)."""

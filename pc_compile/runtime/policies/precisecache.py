@@ -23,7 +23,9 @@ three forms (``step_reuse``):
                    epilogue: the prologue and epilogue see the current timestep, as
                    first-block caches do.
 
-A computed step asks the block rule which blocks to run. Each step's decision is written to
+A computed step asks the block rule which blocks to run. A later evaluation of a step (a second
+call at the same timestep, ``StreamState.evaluation_in_step``: FlowMatchHeun's) computes every
+block and leaves the caches to the steps' first evaluations. Each step's decision is written to
 the stream's trace (``stats(compiled, detail=True)``).
 """
 
@@ -48,6 +50,16 @@ class PreciseCachePolicy(Policy):
         self.probe_cost = probe_cost
 
     def plan_step(self, state, inputs, graph, shared: str | None = None) -> StepPlan:
+        if state.evaluation_in_step:
+            # Another evaluation of a step already decided (Heun's second call at the same
+            # timestep). The rules decide once per step, on its first evaluation: this one
+            # computes every block and leaves the caches to the first evaluations.
+            state.trace.append({
+                "step": state.step_in_generation, "timestep": state.last_timestep,
+                "evaluation": state.evaluation_in_step, "computed": True, "reuse": None,
+                "blocks": [True] * len(graph.spec.blocks),
+            })
+            return StepPlan()
         pending = self.block_rule.pending(state) if self.block_rule else None
         info: dict = {}
         reuse = False
@@ -111,6 +123,8 @@ class PreciseCachePolicy(Policy):
         return graph.copy_output(predicted) if predicted is outputs[-1][1] else predicted
 
     def after_full_step(self, state, inputs, output, record, plan, graph) -> None:
+        if state.evaluation_in_step:
+            return  # the caches hold the steps' first evaluations only
         if self.step_reuse == "residual":
             remember(state.cache.setdefault("chain_residuals", []), state.last_timestep,
                      record.chain_residual)
