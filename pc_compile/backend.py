@@ -16,6 +16,7 @@ import torch
 
 from pc_compile.config import PRESETS, PreciseCacheConfig, config_from_options
 from pc_compile.inputs import compiled_owner, find_roles, input_names, weights_input
+from pc_compile.integrations.diffusers import listen
 from pc_compile.passes import run_passes
 from pc_compile.passes.partition_blocks import UnsupportedGraph
 from pc_compile.probe_inputs import ProbeUnsupported, build_probe, compiled_call
@@ -112,4 +113,14 @@ def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
             )
     if register:
         registry.register(owner, graph)
+        if isinstance(owner, torch.nn.Module):
+            name_streams_from_pipeline(owner, graph)
     return graph
+
+
+def name_streams_from_pipeline(owner: torch.nn.Module, graph: CachedGraph) -> None:
+    """Streams take the names a diffusers pipeline gives its calls (``cache_context``)."""
+    listener = listen(owner)
+    key = graph.weights_key_of(owner)
+    if listener is not None and key is not None:
+        graph.stream_names[key] = lambda: listener.name

@@ -5,7 +5,8 @@ example, calls it twice per step (cond, then uncond) with the same latent and ti
 calls must never see each other's cache. Streams are told apart by a key the caller cannot get
 wrong by accident:
 
-* an explicit name, when an integration sets one with ``named_stream("cond")``;
+* an explicit name, when an integration sets one with ``named_stream("cond")`` or hands one
+  to ``lookup`` (diffusers' ``cache_context``, read by ``pc_compile.integrations``);
 * otherwise the identity of the conditioning tensor (``encoder_hidden_states``: the pipeline
   builds it once per generation and passes the same tensor at every step), together with the
   shapes and dtypes of all inputs, so that a new shape never meets a cache made for another.
@@ -126,12 +127,21 @@ class StreamTable:
         self._short_lived = 0
         self._group: tuple | None = None
 
-    def lookup(self, identity: tuple, signature: tuple) -> StreamState:
-        """The stream for a call: by explicit name if one is set, else by ``identity``; a
-        different input ``signature`` (shapes, dtypes) is always a different stream."""
+    def lookup(self, identity: tuple, signature: tuple, name: str | None = None) -> StreamState:
+        """The stream for a call: by explicit name if one is set (``named_stream``, else
+        ``name``), else by ``identity``; a different input ``signature`` (shapes, dtypes) is
+        always a different stream. A named call whose name is new takes over the unnamed
+        stream of its identity, if any: the calls made before the name could be read (the
+        first, while the model compiles) stay in its stream."""
         explicit = _stream_name.get()
+        explicit = explicit if explicit is not None else name
         key = (("named", explicit) if explicit is not None else identity, signature)
         state = self._live.get(key)
+        if state is None and explicit is not None:
+            state = self._live.pop((identity, signature), None)
+            if state is not None:
+                state.name = explicit
+                self._live[key] = state
         if state is None:
             name = explicit if explicit is not None else f"stream{self._names}"
             self._names += 1
