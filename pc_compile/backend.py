@@ -119,8 +119,14 @@ def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
 
 
 def name_streams_from_pipeline(owner: torch.nn.Module, graph: CachedGraph) -> None:
-    """Streams take the names a diffusers pipeline gives its calls (``cache_context``)."""
-    listener = listen(owner)
+    """Streams take the names a diffusers pipeline gives its calls (``cache_context``), and a
+    pipeline's return ends the generation of every stream of ``owner``."""
+
+    def end_generation():
+        for _, table in registry.tables_of(owner):
+            table.end_generation()
+
+    listener = listen(owner, on_end=end_generation)
     key = graph.weights_key_of(owner)
     if listener is not None and key is not None:
         graph.stream_names[key] = lambda: listener.name

@@ -79,6 +79,7 @@ class StreamState:
     # call at the same timestep (Heun's), and so on. Rules that take one decision per step
     # decide on evaluation 0; the later evaluations of the step compute.
     evaluation_in_step: int = 0
+    ended: bool = False  # the caller said the generation ended: the next call starts one
     cache: dict = field(default_factory=dict)
     trace: list = field(default_factory=list)
 
@@ -103,6 +104,7 @@ class StreamState:
         self.trace.clear()
         self.step_in_generation = 0
         self.evaluation_in_step = 0
+        self.ended = False
         self.last_timestep = None
         self.previous_timestep = None
         self.counters.generations += 1
@@ -168,7 +170,7 @@ class StreamTable:
     def enter_step(self, state: StreamState, timestep: float | None) -> None:
         """Advance ``state`` to this call: a new generation if the timestep rose, another
         evaluation of the same step if it did not change, else the next step."""
-        first = state.counters.generations == 0
+        first = state.counters.generations == 0 or state.ended
         known = timestep is not None and state.last_timestep is not None
         state.counters.steps += 1
         if known and timestep == state.last_timestep and not first:
@@ -181,6 +183,13 @@ class StreamTable:
             state.evaluation_in_step = 0
         state.previous_timestep = state.last_timestep
         state.last_timestep = timestep
+
+    def end_generation(self) -> None:
+        """The caller's generation is over (a diffusers pipeline returned): the next call of
+        every stream starts a new one, whatever its timestep. Counters stay."""
+        for state in self._live.values():
+            state.ended = True
+        self._group = None
 
     def shared_decision(self, group: tuple, state: StreamState) -> bool | str | None:
         """The decision another stream took for this step (same latent and timestep)."""
