@@ -15,9 +15,12 @@ A stream starts a new generation when its timestep rises; ``reset()`` forces one
 equal to the last one is not a new generation but another evaluation of the same step
 (``StreamState.evaluation_in_step``): FlowMatchHeun evaluates twice at each timestep after the
 first, and any scheduler may call the denoiser twice per step. A generation cut short (the
-pipeline's ``_interrupt``) is followed by a clean one, since the next generation's first
-timestep lies above the last one reached. What a stream caches is owned by the policies
-(``StreamState.cache``); this file owns identity, generations and counters.
+pipeline's ``_interrupt``) is followed by a clean one: the next generation's first timestep
+lies above the last one reached, and where it does not (a generation cut after its first step)
+the caller's word that a generation ended (``StreamTable.end_generation``; a diffusers
+pipeline's return, heard by ``pc_compile.integrations``) starts one. What a stream caches is
+owned by the policies (``StreamState.cache``); this file owns identity, generations and
+counters.
 """
 
 from __future__ import annotations
