@@ -10,6 +10,8 @@ plain Inductor with one warning naming the reason (``on_unsupported="error"`` ra
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 import warnings
 
 import torch
@@ -115,7 +117,21 @@ def compile_denoiser(gm, example_inputs, config: PreciseCacheConfig, mode=None,
         registry.register(owner, graph)
         if isinstance(owner, torch.nn.Module):
             name_streams_from_pipeline(owner, graph)
+            graph.on_new_weights = functools.partial(_name_streams_of_caller, graph)
     return graph
+
+
+def _name_streams_of_caller(graph: CachedGraph, key: tuple) -> None:
+    """Another instance of the model (Wan 2.2's transformer_2) met by a graph compiled for the
+    first: find it among the callers (its ``Module.__call__`` frame is on the stack) and name
+    its streams too. Runs once per set of weights."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_locals.get("self")
+        if isinstance(module, torch.nn.Module) and graph.weights_key_of(module) == key:
+            name_streams_from_pipeline(module, graph)
+            return
+        frame = frame.f_back
 
 
 def name_streams_from_pipeline(owner: torch.nn.Module, graph: CachedGraph) -> None:

@@ -67,6 +67,9 @@ class CachedGraph:
         # Per set of weights (``tables``' key), a callable returning the name the caller gives
         # the current call's stream (diffusers' cache_context), or None; set by the front.
         self.stream_names: dict[tuple, object] = {}
+        # Called with the key of a set of weights this graph meets for the first time (another
+        # instance of the model class, served by this graph without a compile of its own).
+        self.on_new_weights = None
         blocks = spec.blocks
         self.first_block, self.last_block = blocks[0], blocks[-1]
         self.chain_pairs = chain_pairs(spec)
@@ -109,6 +112,8 @@ class CachedGraph:
         table = self.tables.get(key)
         if table is None:
             table = self.tables[key] = StreamTable(self.max_streams)
+            if self.on_new_weights is not None:
+                self.on_new_weights(key)
         return table
 
     def weights_key_of(self, module) -> tuple | None:
