@@ -128,6 +128,7 @@ def _name_streams_of_caller(graph: CachedGraph, key: tuple) -> None:
     frame = sys._getframe(1)
     while frame is not None:
         module = frame.f_locals.get("self")
+        module = getattr(module, "_orig_mod", module)  # a torch.compile wrapper: its model
         if isinstance(module, torch.nn.Module) and graph.weights_key_of(module) == key:
             name_streams_from_pipeline(module, graph)
             return
