@@ -135,14 +135,15 @@ class StreamTable:
     def lookup(self, identity: tuple, signature: tuple, name: str | None = None) -> StreamState:
         """The stream for a call: by explicit name if one is set (``named_stream``, else
         ``name``), else by ``identity``; a different input ``signature`` (shapes, dtypes) is
-        always a different stream. A named call whose name is new takes over the unnamed
-        stream of its identity, if any: the calls made before the name could be read (the
-        first, while the model compiles) stay in its stream."""
-        explicit = _stream_name.get()
-        explicit = explicit if explicit is not None else name
+        always a different stream. A call whose ``name`` is new takes over the unnamed stream
+        of its identity, if any: the calls made before the caller's name could be read (the
+        first, while the model compiles) stay in its stream. (A ``named_stream`` is always a
+        stream of its own.)"""
+        scoped = _stream_name.get()
+        explicit = scoped if scoped is not None else name
         key = (("named", explicit) if explicit is not None else identity, signature)
         state = self._live.get(key)
-        if state is None and explicit is not None:
+        if state is None and scoped is None and explicit is not None:
             state = self._live.pop((identity, signature), None)
             if state is not None:
                 state.name = explicit
