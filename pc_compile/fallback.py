@@ -28,6 +28,7 @@ from pc_compile.capture import capture
 from pc_compile.errors import OptionUnsupported, PreciseCacheUnsupported, UnsupportedGraphWarning
 from pc_compile.runtime import registry
 from pc_compile.runtime.inductor import mode_options
+from pc_compile.streams import name_streams
 
 log = logging.getLogger("pc_compile")
 
@@ -55,6 +56,7 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
                                      _probe_backend, requested)
         if register:
             registry.register(seen.owner, graph)
+            name_streams(seen.owner, graph)
         return graph
 
     try:

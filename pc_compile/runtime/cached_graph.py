@@ -52,6 +52,12 @@ class CachedGraph:
         # never share a cache even when they share this graph.
         self.tables: dict[tuple, StreamTable] = {}
         self.probe = None  # a ProbeNetwork, set by the front when a step rule needs one
+        # Per set of weights (``tables``' key), a callable returning the name the caller gives
+        # the current call's stream (diffusers' cache_context), or None; set by the front.
+        self.stream_names: dict[tuple, object] = {}
+        # Called with the key of a set of weights this graph meets for the first time (another
+        # instance of the model class, served by this graph without a compile of its own).
+        self.on_new_weights = None
         blocks = spec.blocks
         self.first_block, self.last_block = blocks[0], blocks[-1]
         self.chain_pairs = chain_pairs(spec)
@@ -64,8 +70,11 @@ class CachedGraph:
         ):
             # Training or gradients through the denoiser: caching would change the gradient.
             return self.run_full(inputs, None)[0]
-        table = self.table_for(self._weights_key(inputs))
-        state = table.lookup(self._identity(inputs), self._signature(inputs))
+        weights = self._weights_key(inputs)
+        table = self.table_for(weights)
+        reader = self.stream_names.get(weights)
+        state = table.lookup(self._identity(inputs), self._signature(inputs),
+                             reader() if reader is not None else None)
         timestep = self._timestep(inputs)
         table.enter_step(state, timestep)
         # Guidance branches of one step (same latent, same timestep) take one decision: the
@@ -89,6 +98,8 @@ class CachedGraph:
         table = self.tables.get(key)
         if table is None:
             table = self.tables[key] = StreamTable(self.max_streams)
+            if self.on_new_weights is not None:
+                self.on_new_weights(key)
         return table
 
     def weights_key_of(self, module) -> tuple | None:

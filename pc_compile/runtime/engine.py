@@ -119,6 +119,16 @@ class Engine:
         took (None: this branch decides)."""
         if not self.caches:
             return StepPlan()
+        if state.evaluation_in_step:
+            # Another evaluation of a step already decided (a second call at the same
+            # timestep: FlowMatchHeun's). The rules decide once per step, on its first
+            # evaluation; this one computes every block and leaves the caches alone.
+            state.trace.append({
+                "step": state.step_in_generation, "timestep": state.last_timestep,
+                "evaluation": state.evaluation_in_step, "computed": True, "reuse": None,
+                "blocks": [True] * self.num_blocks,
+            })
+            return StepPlan()
         memory = self.memory(state)
         follows = leader is not None
         ctx = self.context(state, memory, inputs, graph, follows)
@@ -162,8 +172,8 @@ class Engine:
     def after_full_step(self, state: StreamState, inputs, output, record: BlockRecord | None,
                         plan: StepPlan, graph) -> None:
         """After a computed step: keep its result, and let the rules refresh theirs."""
-        if not self.caches:
-            return
+        if not self.caches or state.evaluation_in_step:
+            return  # the caches hold the steps' first evaluations only
         memory = self.memory(state)
         chain = record.chain_residual if record is not None else None
         memory.history.record(self.step_reuse, state.last_timestep, output, chain)

@@ -5,14 +5,22 @@ example, calls it twice per step (cond, then uncond) with the same latent and ti
 calls must never see each other's cache. Streams are told apart by a key the caller cannot get
 wrong by accident:
 
-* an explicit name, when an integration sets one with ``named_stream("cond")``;
+* an explicit name, when an integration sets one with ``named_stream("cond")`` or hands one
+  to ``lookup`` (diffusers' ``cache_context``, read by ``pc_compile.integrations``);
 * otherwise the identity of the conditioning tensor (``encoder_hidden_states``: the pipeline
   builds it once per generation and passes the same tensor at every step), together with the
   shapes and dtypes of all inputs, so that a new shape never meets a cache made for another.
 
-A stream starts a new generation when its timestep stops decreasing; ``reset()`` forces one.
-What a stream caches is owned by the engine and its rules (``StreamState.memory``); this file
-owns identity, generations and counters.
+A stream starts a new generation when its timestep rises; ``reset()`` forces one. A timestep
+equal to the last one is not a new generation but another evaluation of the same step
+(``StreamState.evaluation_in_step``): FlowMatchHeun evaluates twice at each timestep after the
+first, and any scheduler may call the denoiser twice per step. A generation cut short (the
+pipeline's ``_interrupt``) is followed by a clean one: the next generation's first timestep
+lies above the last one reached, and where it does not (a generation cut after its first step)
+the caller's word that a generation ended (``StreamTable.end_generation``; a diffusers
+pipeline's return, heard by ``pc_compile.integrations``) starts one. What a stream caches is
+owned by the engine and its rules (``StreamState.memory``); this file owns identity,
+generations and counters.
 """
 
 from __future__ import annotations
@@ -71,6 +79,11 @@ class StreamState:
     previous_timestep: float | None = None  # the timestep of the step before this one
     step_in_generation: int = 0
     memory: object = None  # the engine's (``engine.StreamMemory``); dropped at a new generation
+    # Which evaluation of this step the current call is: 0 for the step's first, 1 for a second
+    # call at the same timestep (Heun's), and so on. Rules that take one decision per step
+    # decide on evaluation 0; the later evaluations of the step compute.
+    evaluation_in_step: int = 0
+    ended: bool = False  # the caller said the generation ended: the next call starts one
     trace: list = field(default_factory=list)
 
     def step_size(self) -> float | None:
@@ -93,6 +106,8 @@ class StreamState:
         self.memory = None
         self.trace.clear()
         self.step_in_generation = 0
+        self.evaluation_in_step = 0
+        self.ended = False
         self.last_timestep = None
         self.previous_timestep = None
         self.counters.generations += 1
@@ -117,12 +132,22 @@ class StreamTable:
         self._short_lived = 0
         self._group: tuple | None = None
 
-    def lookup(self, identity: tuple, signature: tuple) -> StreamState:
-        """The stream for a call: by explicit name if one is set, else by ``identity``; a
-        different input ``signature`` (shapes, dtypes) is always a different stream."""
-        explicit = _stream_name.get()
+    def lookup(self, identity: tuple, signature: tuple, name: str | None = None) -> StreamState:
+        """The stream for a call: by explicit name if one is set (``named_stream``, else
+        ``name``), else by ``identity``; a different input ``signature`` (shapes, dtypes) is
+        always a different stream. A call whose ``name`` is new takes over the unnamed stream
+        of its identity, if any: the calls made before the caller's name could be read (the
+        first, while the model compiles) stay in its stream. (A ``named_stream`` is always a
+        stream of its own.)"""
+        scoped = _stream_name.get()
+        explicit = scoped if scoped is not None else name
         key = (("named", explicit) if explicit is not None else identity, signature)
         state = self._live.get(key)
+        if state is None and scoped is None and explicit is not None:
+            state = self._live.pop((identity, signature), None)
+            if state is not None:
+                state.name = explicit
+                self._live[key] = state
         if state is None:
             name = explicit if explicit is not None else f"stream{self._names}"
             self._names += 1
@@ -147,20 +172,28 @@ class StreamTable:
         return state
 
     def enter_step(self, state: StreamState, timestep: float | None) -> None:
-        """Advance ``state`` to a new step, starting a generation if the timestep rose."""
-        first = state.counters.generations == 0
-        rose = (
-            timestep is not None
-            and state.last_timestep is not None
-            and timestep >= state.last_timestep
-        )
-        if first or rose:
+        """Advance ``state`` to this call: a new generation if the timestep rose, another
+        evaluation of the same step if it did not change, else the next step."""
+        first = state.counters.generations == 0 or state.ended
+        known = timestep is not None and state.last_timestep is not None
+        state.counters.steps += 1
+        if known and timestep == state.last_timestep and not first:
+            state.evaluation_in_step += 1
+            return
+        if first or (known and timestep > state.last_timestep):
             state.start_generation()
         else:
             state.step_in_generation += 1
+            state.evaluation_in_step = 0
         state.previous_timestep = state.last_timestep
         state.last_timestep = timestep
-        state.counters.steps += 1
+
+    def end_generation(self) -> None:
+        """The caller's generation is over (a diffusers pipeline returned): the next call of
+        every stream starts a new one, whatever its timestep. Counters stay."""
+        for state in self._live.values():
+            state.ended = True
+        self._group = None
 
     def shared_decision(self, group: tuple, state: StreamState):
         """The plan another stream took for this step (same latent and timestep), or None."""

@@ -151,3 +151,48 @@ def test_a_reused_step_returns_its_own_streams_cache():
     assert not torch.equal(cond_2, cond_0)
     counters = {s.name: s.counters for s in next(iter(graph.tables.values())).all_streams()}
     assert counters["stream0"].skipped_steps == 1 and counters["stream0"].full_steps == 2
+
+
+def test_a_repeated_timestep_is_another_evaluation_of_the_same_step():
+    from pc_compile.runtime.state import StreamTable
+
+    table = StreamTable(max_streams=2)
+    state = table.lookup(("single",), ())
+    seen = []
+    for t in (900.0, 600.0, 600.0, 300.0, 300.0, 900.0, 900.0, 500.0):
+        table.enter_step(state, t)
+        seen.append((state.counters.generations, state.step_in_generation,
+                     state.evaluation_in_step))
+    assert seen == [(1, 0, 0), (1, 1, 0), (1, 1, 1), (1, 2, 0), (1, 2, 1),
+                    (2, 0, 0), (2, 0, 1), (2, 1, 0)]
+    assert state.step_size() == 400.0  # from the step before, not from the repeated call
+
+
+def heun_timesteps(steps=10):
+    """FlowMatchHeun's order of evaluations: the first timestep once, every other twice."""
+    ts = [1000.0 * (1 - i / steps) for i in range(steps)]
+    return [ts[0]] + [t for t in ts[1:] for _ in range(2)]
+
+
+@pytest.mark.parametrize("preset", ["flash", "sencache", "bwcache"])
+def test_second_order_schedules_keep_one_generation_and_compute_second_evaluations(preset):
+    torch._dynamo.reset()
+    tiny = build("wan")
+    compiled = torch.compile(tiny.model, backend="precisecache",
+                             options={"preset": preset, "piece_compiler": "eager"})
+    timesteps = heun_timesteps()
+    direction = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for t in timesteps:  # the latent moves along a straight line as t falls
+            inputs = tiny.make_inputs(t, 1)
+            moved = inputs["hidden_states"] + 0.1 * (t / 1000.0) * direction
+            compiled(**dict(inputs, hidden_states=moved))
+    stats = pc_compile.stats(compiled, detail=True)
+    (stream,) = stats["per_stream"].values()
+    assert stream["generations"] == 1 and stream["steps"] == len(timesteps)
+    trace = stream["trace"]
+    assert [e.get("evaluation", 0) for e in trace] == [0] + [0, 1] * 9
+    assert all(e["computed"] and all(e["blocks"]) for e in trace if e.get("evaluation"))
+    assert stats["compute_fraction"] <= 1.0
+    if preset != "sencache":  # SenCache predicts too large a change on this tiny model
+        assert stats["compute_fraction"] < 1.0  # the first evaluations still reuse
