@@ -19,9 +19,9 @@ hooks on it or compile it) and returns a ``MethodRun``:
   ``step``, ``metric``, ``threshold`` and ``skip``, feeds the schedule plot,
 - ``reset()``: called before every generation; each generation starts from fresh cache state.
 
-``env`` gives ``info`` (the model's info dict), ``scheduler``, ``steps`` and
-``calibration(key, fn)``: ``fn(env)`` computed once per (model, scheduler, steps, key) and cached
-(MagCache ratios, the TeaCache-style polynomial).
+``env`` gives ``info`` (the model's info dict), ``scheduler``, ``steps``, ``guidance``, ``shift``
+and ``calibration(key, fn)``: ``fn(env)`` computed once per (model, scheduler, steps, guidance,
+shift, key) and cached (MagCache ratios, the TeaCache-style polynomial).
 
 Only registered methods produce rows: a method that is not available (e.g. the project's own
 backend before it lands) is simply not registered. A project method is a few lines, e.g.::
@@ -81,9 +81,11 @@ class Env:
     cache: dict = field(default_factory=dict)
     calib_labels: tuple[int, ...] = (2, 5)
     calib_seed: int = 1000
+    guidance: float = 5.0
+    shift: float = 3.0
 
     def calibration(self, key: str, fn: Callable[["Env"], Any]) -> Any:
-        k = (self.info["name"], self.scheduler, self.steps, key)
+        k = (self.info["name"], self.scheduler, self.steps, self.guidance, self.shift, key)
         if k not in self.cache:
             self.cache[k] = fn(self)
         return self.cache[k]
@@ -175,7 +177,7 @@ def calibrate_magcache(env: Env) -> list[float]:
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             sampling.sample(run.fn, env.info, label, env.calib_seed + label, env.scheduler,
-                            env.steps)
+                            env.steps, env.guidance, shift=env.shift)
         found = [ast.literal_eval(m) for m in _MAG_PRINT.findall(buf.getvalue())]
         if len(found) != 2:
             raise RuntimeError(f"expected 2 MagCache calibration prints, got {len(found)}")
@@ -257,7 +259,8 @@ def calibrate_teacache(env: Env) -> list[float]:
     tc = TeaCache(model, env.info, threshold=0.0, coeffs=None, calibrating=True)
     for label in env.calib_labels:
         tc.reset()
-        sampling.sample(tc.fn, env.info, label, env.calib_seed + label, env.scheduler, env.steps)
+        sampling.sample(tc.fn, env.info, label, env.calib_seed + label, env.scheduler, env.steps,
+                        env.guidance, shift=env.shift)
     return fit(tc.state.pairs)
 
 
@@ -267,16 +270,33 @@ def _teacache(model, threshold, env):
     return MethodRun(fn=tc.fn, stats=tc.stats, reset=tc.reset)
 
 
-def _uniform(model, fraction, env):
-    u = UniformSkip(model, fraction)
-    return MethodRun(fn=u.fn, stats=lambda: {"full_calls": u.stats()["full_calls"]},
-                     reset=u.reset)
+def _uniform(order: int):
+    def make(model, fraction, env):
+        u = UniformSkip(model, fraction, order=order)
+        return MethodRun(fn=u.fn, stats=lambda: {"full_calls": u.stats()["full_calls"]},
+                         reset=u.reset)
+
+    return make
 
 
-register(Method("uniform", _uniform, sweep=[0.75, 0.5, 0.37],
+# The presets' compute budgets (base 0.63, turbo 0.465, flash 0.38) and a few around them.
+UNIFORM_SWEEP = [0.75, 0.63, 0.55, 0.465, 0.38, 0.3]
+UNIFORM_FULL_SWEEP = [0.9, 0.75, 0.7, 0.63, 0.55, 0.5, 0.465, 0.43, 0.38, 0.3, 0.25, 0.2]
+
+register(Method("uniform", _uniform(0), sweep=[0.75, 0.5, 0.37],
                 full_sweep=[0.9, 0.75, 0.6, 0.5, 0.43, 0.37, 0.3, 0.25, 0.2],
                 setting_name="full-step fraction",
                 notes="evenly spaced full steps, last output reused (bench peer)"))
+register(Method("uniform+linear", _uniform(1), sweep=UNIFORM_SWEEP,
+                full_sweep=UNIFORM_FULL_SWEEP, setting_name="full-step fraction",
+                notes="evenly spaced full steps (first and last computed), skipped steps "
+                "extrapolated linearly in the timestep from the branch's last two computed "
+                "outputs (bench baseline)"))
+register(Method("uniform+quadratic", _uniform(2), sweep=UNIFORM_SWEEP,
+                full_sweep=UNIFORM_FULL_SWEEP, setting_name="full-step fraction",
+                notes="evenly spaced full steps (first and last computed), skipped steps "
+                "extrapolated by the parabola in the timestep through the branch's last three "
+                "computed outputs (bench baseline)"))
 register(Method("teacache-style", _teacache, sweep=[0.02, 0.04, 0.08],
                 full_sweep=[0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2],
                 notes="rel-L1 of modulated first-block input, fitted polynomial (bench peer)"))

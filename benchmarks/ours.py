@@ -87,6 +87,13 @@ _schedule_prior("precisecache-base", "base", "seven")
 _schedule_prior("precisecache-turbo", "turbo", "five")
 
 register(Method(
+    "precisecache-flash", _make(preset="flash"), sweep=[1.0], full_sweep=[1.0],
+    mode="compiled", self_counted=True, setting_name="alpha",
+    notes="preset flash as it is (alpha 1.0): the `precisecache` method's sweep cut to the "
+          "preset, for the preset comparison (`python -m benchmarks.compare`)",
+))
+
+register(Method(
     "precisecache-cache", _make(preset="flash", lfd_reference="cache"), sweep=[0.5, 0.7, 1.0, 1.5],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",

@@ -42,17 +42,34 @@ DEFAULTS = {
     "prompts": 1,
 }
 
+# Named sampling settings (``--setting``): guidance scale, timestep shift and default step
+# counts. ``--guidance``, ``--shift`` and ``--steps`` override a setting's values.
+#   default: the setting every earlier result was measured in (guidance 5, shift 3, 30 steps).
+#   hard: stronger guidance, a larger shift and fewer, larger steps, chosen with
+#     ``python -m benchmarks.hardness`` so that 50% uniform skipping falls below about 35 dB
+#     PSNR on the reference models (BENCHMARKS.md, "A harder setting").
+SETTINGS: dict[str, dict] = {
+    "default": {"guidance": 5.0, "shift": 3.0, "steps": [30]},
+    "hard": {"guidance": 12.0, "shift": 6.0, "steps": [20]},
+}
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None, help="comma list (default: %s)" %
                    ",".join(DEFAULTS["models"]))
-    p.add_argument("--schedulers", default=None, help="comma list of euler,unipc")
-    p.add_argument("--steps", default=None, help="comma list of step counts (default 30)")
+    p.add_argument("--schedulers", default=None, help="comma list of euler,unipc,dpm")
+    p.add_argument("--steps", default=None,
+                   help="comma list of step counts (default: the setting's, 30 for default)")
     p.add_argument("--methods", default=None, help="comma list (default: all registered)")
     p.add_argument("--prompts", type=int, default=None, help="prompts (class, seed) per setting")
-    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--setting", default="default", choices=sorted(SETTINGS),
+                   help="named sampling setting: guidance, shift and step counts (see SETTINGS)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the setting's)")
+    p.add_argument("--shift", type=float, default=None,
+                   help="the schedulers' timestep shift (default: the setting's)")
     p.add_argument("--full", action="store_true", help="use each method's full sweep")
     p.add_argument("--quick", action="store_true",
                    help="tiny run for tests: smallest model, euler, 6 steps, 1 prompt, "
@@ -77,6 +94,12 @@ def resolve(args) -> dict:
                "max_settings": 2}
     else:
         cfg = dict(DEFAULTS, methods=list(REGISTRY), max_settings=None)
+    setting = SETTINGS[getattr(args, "setting", None) or "default"]
+    if not args.quick:
+        cfg["steps"] = list(setting["steps"])
+    cfg["setting"] = getattr(args, "setting", None) or "default"
+    cfg["guidance"] = setting["guidance"] if args.guidance is None else args.guidance
+    cfg["shift"] = setting["shift"] if getattr(args, "shift", None) is None else args.shift
     if args.models:
         cfg["models"] = _csv(args.models)
     if args.schedulers:
@@ -87,6 +110,9 @@ def resolve(args) -> dict:
         cfg["methods"] = _csv(args.methods)
     if args.prompts:
         cfg["prompts"] = args.prompts
+    bad = [s for s in cfg["schedulers"] if s not in sampling.SCHEDULERS]
+    if bad:
+        raise SystemExit(f"unknown schedulers {bad}; choose from {list(sampling.SCHEDULERS)}")
     unknown = [m for m in cfg["methods"] if m not in REGISTRY]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; registered: {sorted(REGISTRY)}")
@@ -100,7 +126,9 @@ def prompts_for(info: dict, n: int) -> list[tuple[int, int]]:
     return [(lab, 100 + i) for i, lab in enumerate(labels)]
 
 
-def run(args) -> dict:
+def run(args, command: str | None = None) -> dict:
+    """Run the benchmark ``args`` describe; ``command`` is recorded as the run's command
+    (default: this process's command line)."""
     from tqdm import tqdm
 
     if args.threads:
@@ -146,24 +174,27 @@ def run(args) -> dict:
                 for label, seed in prompts:
                     t0 = time.perf_counter()
                     refs.append(sampling.sample(sampling.plain(model), info, label, seed, sched,
-                                                steps, args.guidance))
+                                                steps, cfg["guidance"], shift=cfg["shift"]))
                     ref_walls.append(time.perf_counter() - t0)
                     bar.update(1)
                 base = {"model": name, "arch": info["arch"], "scheduler": sched, "steps": steps,
-                        "blocks": info["num_blocks"], "prompts": [list(p) for p in prompts]}
+                        "bench_setting": cfg["setting"], "guidance": cfg["guidance"],
+                        "shift": cfg["shift"], "blocks": info["num_blocks"],
+                        "prompts": [list(p) for p in prompts]}
                 ref_wall = sum(ref_walls) / len(ref_walls)
                 rows.append(dict(base, method="none", setting=None, setting_name="",
                                  compute_fraction=1.0, psnr=PSNR_CAP, ssim=1.0,
                                  wall_s=ref_wall, ref_wall_s=ref_wall, mode="eager",
                                  counted_by="all blocks"))
-                env = Env(info=info, scheduler=sched, steps=steps, base_model=model, cache=cache)
+                env = Env(info=info, scheduler=sched, steps=steps, base_model=model, cache=cache,
+                          guidance=cfg["guidance"], shift=cfg["shift"])
                 for mname in cfg["methods"]:
                     meth = REGISTRY[mname]
                     if not meth.supports(info):
                         continue
                     for setting in settings(mname):
                         row, sched_rec = run_setting(meth, setting, env, model, blocks, weights,
-                                                     prompts, refs, args.guidance, bar)
+                                                     prompts, refs, bar)
                         rows.append(dict(base, **row, ref_wall_s=ref_wall,
                                          cfg_calls="batched" if meth.batched_cfg else "separate"))
                         schedules.append(dict(base, method=mname, setting=setting,
@@ -173,12 +204,14 @@ def run(args) -> dict:
     result = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+            "command": command or "python -m benchmarks " + " ".join(sys.argv[1:]),
             "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, "
             f"{torch.get_num_threads()} torch threads",
             "torch": torch.__version__,
             "diffusers": _diffusers_version(),
-            "guidance": args.guidance,
+            "setting": cfg["setting"],
+            "guidance": cfg["guidance"],
+            "shift": cfg["shift"],
             "psnr_cap": PSNR_CAP,
             "total_wall_s": round(time.time() - t_start, 1),
             "config": {k: v for k, v in cfg.items()},
@@ -199,7 +232,7 @@ def run(args) -> dict:
     return result
 
 
-def run_setting(meth, setting, env, model, blocks, weights, prompts, refs, guidance, bar):
+def run_setting(meth, setting, env, model, blocks, weights, prompts, refs, bar):
     mm = env.fresh_model()
     mblocks = getattr(mm, env.info["blocks_attr"])
     counter = None if meth.self_counted else counting.BlockCounter(mm, mblocks, weights)
@@ -219,8 +252,8 @@ def run_setting(meth, setting, env, model, blocks, weights, prompts, refs, guida
         else:
             fn = mrun.fn
         t0 = time.perf_counter()
-        x = sampling.sample(fn, env.info, label, seed, env.scheduler, env.steps, guidance,
-                            batched_cfg=meth.batched_cfg)
+        x = sampling.sample(fn, env.info, label, seed, env.scheduler, env.steps, env.guidance,
+                            batched_cfg=meth.batched_cfg, shift=env.shift)
         wall = time.perf_counter() - t0
         stats = mrun.stats()
         if counter is not None:

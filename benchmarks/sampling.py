@@ -10,10 +10,13 @@ returning the model's prediction in the model's own latent layout. ``ctx`` is a 
 branch state (diffusers' cache hooks key their state on it) read it, the others ignore it. The same
 loop therefore runs every method; ``plain(model)`` is the uncached callable.
 
-Schedulers (both flow matching, shift 3):
+Schedulers (all flow matching, shift 3 unless ``shift`` says otherwise):
 - ``euler``: ``FlowMatchEulerDiscreteScheduler(shift=3.0)``,
 - ``unipc``: ``UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-  flow_shift=3.0)``, the configuration Wan 2.1 ships with.
+  flow_shift=3.0)``, the configuration Wan 2.1 ships with,
+- ``dpm``: DPM-Solver++ (flow), ``DPMSolverMultistepScheduler(prediction_type="flow_prediction",
+  use_flow_sigmas=True, flow_shift=3.0, algorithm_type="dpmsolver++")``, second order, its last
+  step first order (diffusers' defaults).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 from . import models
 
-SCHEDULERS = ("euler", "unipc")
+SCHEDULERS = ("euler", "unipc", "dpm")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,11 @@ def plain(model: torch.nn.Module) -> TransformerFn:
 
 
 def make_scheduler(name: str, shift: float = 3.0):
-    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
 
     if name == "euler":
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
@@ -64,6 +71,16 @@ def make_scheduler(name: str, shift: float = 3.0):
             prediction_type="flow_prediction",
             use_flow_sigmas=True,
             flow_shift=shift,
+            solver_order=2,
+            final_sigmas_type="zero",
+        )
+    if name == "dpm":
+        return DPMSolverMultistepScheduler(
+            num_train_timesteps=1000,
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            flow_shift=shift,
+            algorithm_type="dpmsolver++",
             solver_order=2,
             final_sigmas_type="zero",
         )
@@ -87,13 +104,15 @@ def sample(
     guidance: float = 5.0,
     dtype: torch.dtype = torch.float32,
     batched_cfg: bool = False,
+    shift: float = 3.0,
 ) -> torch.Tensor:
     """Generate one video for class ``label``; returns the final latent ``(1, C, F, H, W)``.
 
     ``batched_cfg=True`` makes one call per step on the batch ``[uncond, cond]`` (branch name
     ``"batched"``) instead of two calls; only for methods that assume batched guidance.
+    ``shift`` is the schedulers' timestep shift (3 everywhere in the benchmark's default setting).
     """
-    sched = make_scheduler(scheduler)
+    sched = make_scheduler(scheduler, shift)
     sched.set_timesteps(steps)
     layout = info["layout"]
     latents = models.to_layout(initial_noise(info, seed), layout).to(dtype)

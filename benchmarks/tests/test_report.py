@@ -4,7 +4,19 @@ import json
 
 import pytest
 
-from benchmarks.report import interpolate, load, parse_indices, select_prompts, versus
+from benchmarks.report import (
+    baselines,
+    interpolate,
+    load,
+    parse_indices,
+    preset_rows,
+    presets,
+    select_prompts,
+    split_models,
+    tables,
+    versus,
+)
+from benchmarks.report import main as report_main
 
 
 def row(method, compute, psnr, mode="eager", setting=0):
@@ -93,3 +105,105 @@ def test_later_files_replace_the_same_rows_of_earlier_ones(tmp_path):
     assert [(r["method"], r["scheduler"], r["setting"], r["psnr"]) for r in res["rows"]] == [
         ("uniform", "euler", 0, 30.0), ("precisecache", "euler", 1.0, 44.0),
         ("precisecache", "euler", 1.5, 35.0), ("precisecache", "unipc", 1.0, 41.0)]
+
+
+def test_rows_of_another_guidance_or_shift_are_another_setting(tmp_path):
+    old = tmp_path / "old.json"  # written before rows recorded their guidance and shift
+    old.write_text(json.dumps({"meta": {"guidance": 5.0}, "rows": [row("uniform", 0.5, 30.0)]}))
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"meta": {}, "rows": [
+        row("uniform", 0.5, 31.0) | {"guidance": 5.0, "shift": 3.0},  # replaces the old row
+        row("uniform", 0.5, 20.0) | {"guidance": 10.0, "shift": 6.0}]}))
+    res = load([str(old), str(new)])
+    for r in res["rows"]:
+        r.update(setting_name="fraction", wall_s=1.0, counted_by="block part hooks")
+    assert [(r["psnr"], r["guidance"], r["shift"]) for r in res["rows"]] == [
+        (31.0, 5.0, 3.0), (20.0, 10.0, 6.0)]
+    text = tables(res)
+    assert "#### m, euler, 30 steps\n" in text
+    assert "#### m, euler, 30 steps, guidance 10, shift 6\n" in text
+
+
+def uniform_forms():
+    """Uniform skipping with each reuse form and one other peer, at 0.4 and 0.7 compute."""
+    pts = [("uniform", 0.4, 30.0), ("uniform", 0.7, 36.0),
+           ("uniform+linear", 0.4, 34.0), ("uniform+linear", 0.7, 46.0),
+           ("uniform+quadratic", 0.4, 33.0), ("uniform+quadratic", 0.7, 49.0),
+           ("seacache", 0.45, 38.0), ("seacache", 0.65, 44.0)]
+    return [row(m, c, p, setting=c) for m, c, p in pts] + [row("none", 1.0, 100.0, setting=None)]
+
+
+def preset(method, compute, psnr, computes):
+    per = [{"compute_fraction": c, "psnr": psnr, "ssim": 0.99} for c in computes]
+    return row(method, compute, psnr, mode="compiled", setting=1.0) | {"per_prompt": per}
+
+
+def test_presets_at_their_budgets_against_every_uniform_form_and_peer():
+    rows = uniform_forms() + [
+        preset("precisecache-turbo", 0.5, 40.0, [0.48, 0.52]),  # budget 0.465
+        preset("precisecache-base", 0.64, 43.0, [0.63, 0.65]),  # budget 0.63
+        row("precisecache", 0.4, 35.0, mode="compiled", setting=1.0),  # flash, older name
+        row("precisecache", 0.45, 50.0, mode="compiled", setting=0.5)]  # not the preset
+    found = {v["preset"]: v for v in preset_rows({"rows": rows})}
+    assert set(found) == {"base", "turbo", "flash"}
+    turbo = found["turbo"]
+    assert turbo["budget"] == 0.465 and turbo["compute"] == 0.5
+    assert turbo["max_budget_miss"] == pytest.approx(0.055)  # 0.52 against 0.465
+    assert not turbo["on_budget"] and found["base"]["on_budget"]  # base misses by 0.02
+    assert turbo["forms"]["uniform"] == pytest.approx((32.0, False))
+    assert turbo["forms"]["uniform+linear"] == pytest.approx((38.0, False))
+    assert turbo["forms"]["uniform+quadratic"] == pytest.approx((38.333333, False))
+    assert turbo["peers"] == pytest.approx({"seacache": 39.5})  # the uniform forms are apart
+    assert turbo["margin_linear"] == pytest.approx(2.0)
+    assert turbo["margin_peer"] == pytest.approx(0.5)
+    assert turbo["meets_bar"]
+    base = found["base"]  # at 0.64: uniform+linear 43.6 and seacache 43.7 are ahead of 43.0
+    assert base["margin_linear"] == pytest.approx(-0.6)
+    assert base["margin_peer"] == pytest.approx(-0.7) and not base["meets_bar"]
+    flash = found["flash"]
+    assert flash["method"] == "precisecache" and flash["psnr"] == 35.0
+    assert flash["peers"] == {} and flash["margin_peer"] is None  # seacache starts at 0.45
+    assert flash["meets_bar"]  # 35.0 against 30, 34, 33 and no cheaper peer row
+    text = presets({"rows": rows})
+    assert "| m, euler, 30 steps | turbo | 0.465 | 0.500 | 0.055, no | 40.0 |" in text
+    assert "| seacache 39.5 | +2.0 | +0.5 | yes |" in text
+
+
+def test_a_cheaper_uniform_row_ahead_of_a_preset_is_a_loss():
+    rows = uniform_forms() + [row("uniform+linear", 0.3, 60.0),
+                              preset("precisecache-turbo", 0.5, 40.0, [0.5])]
+    (turbo,) = preset_rows({"rows": rows})
+    assert not turbo["meets_bar"]
+
+
+def test_baselines_at_the_budgets():
+    lines = baselines({"rows": uniform_forms()}).splitlines()[2:]
+    assert len(lines) == 3
+    base, turbo, flash = (line.split(" | ") for line in lines)
+    assert base[1:5] == ["0.630", "34.6", "43.2", "45.3"]
+    assert turbo[1:6] == ["0.465", "31.3", "36.6", "36.5", "seacache: 38.5 |"]
+    assert flash[1:6] == ["0.380", "30.0 (held)", "34.0 (held)", "33.0 (held)", "- |"]
+
+
+def test_leave_one_model_out(capsys, tmp_path):
+    rows = []
+    for model in ("wan-tiny", "cogvideox-tiny", "cogvideox-deep"):
+        rows += [r | {"model": model} for r in uniform_forms()]
+        rows.append(preset("precisecache-turbo", 0.5, 40.0, [0.5]) | {"model": model})
+    design, held = split_models({"rows": rows}, ["cogvideox-deep"])
+    assert {r["model"] for r in design["rows"]} == {"wan-tiny", "cogvideox-tiny"}
+    assert {r["model"] for r in held["rows"]} == {"cogvideox-deep"}
+    design, _ = split_models({"rows": rows}, ["cogvideox-deep"], design=["wan-tiny"])
+    assert {r["model"] for r in design["rows"]} == {"wan-tiny"}
+    with pytest.raises(ValueError, match="both held out and used"):
+        split_models({"rows": rows}, ["wan-tiny"], design=["wan-tiny"])
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"meta": {}, "rows": rows}))
+    report_main([str(path), "--held-out", "cogvideox-deep", "--presets", "--no-tables"])
+    out = capsys.readouterr().out
+    first, second = out.split("## Held out (no part in the choices): cogvideox-deep\n")
+    assert first.startswith("## Design models (informed the choices): cogvideox-tiny, wan-tiny")
+    assert "cogvideox-deep" not in first and "wan-tiny" not in second
+    assert "Presets meeting the bar: 2 of 2." in first
+    assert "Presets meeting the bar: 1 of 1." in second
+    assert "Meets the bar: 1 of 1 rows." in second
