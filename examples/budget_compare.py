@@ -29,7 +29,7 @@ import pc_compile  # noqa: E402
 from benchmarks import metrics, models, sampling  # noqa: E402
 
 PROMPTS = [(0, 100), (5, 101), (2, 102), (7, 103), (4, 104), (1, 105), (6, 106), (3, 107)]
-RULES = {"blind": "none", "lfcache": "lfcache", "sencache": "sencache"}
+RULES = {"blind": "none", "lfcache": "lfcache", "sencache": "sencache", "trajectory": "trajectory"}
 
 
 def options_for(method: str, budget: float) -> dict:

@@ -186,3 +186,36 @@ def test_forced_steps_are_not_measured():
              for i, t in enumerate(ts[:3])]
     assert [c.kind for c in calls[:2]] == ["compute", "compute"]
     assert calls[2].kind == "free" and calls[2].measure
+
+
+def test_the_trajectory_rule_predicts_the_extrapolation_error_of_a_curved_output():
+    from pc_compile.runtime.rules.base import RuleSetup, StepContext
+    from pc_compile.runtime.rules.trajectory import Trajectory, TrajectoryOptions
+
+    rule = Trajectory(TrajectoryOptions(traj_epsilon=0.01), RuleSetup())
+    state = rule.new_state()
+    base = torch.ones(8)
+
+    def v(t):  # a prediction that moves along a parabola in the timestep
+        return base * (1.0 + 1e-6 * t * t)
+
+    for t in (900.0, 800.0, 700.0):
+        rule.after_full_step(StepContext(step=0, timestep=t), state, v(t))
+    ctx = StepContext(step=3, timestep=600.0)
+    tensors = rule.measure(ctx, state)
+    verdict = rule.conclude(ctx, state, [float(x) for x in tensors])
+    # The line through 800 and 700 misses the parabola at 600 by 1e-6 x (600-700)(600-800).
+    line = v(700.0) + (v(700.0) - v(800.0)) * (600.0 - 700.0) / (700.0 - 800.0)
+    truth = (v(600.0) - line).abs().max() / v(700.0).abs().max()
+    assert verdict.score == pytest.approx(float(truth), rel=0.01)
+    assert verdict.reuse == (verdict.score <= 0.01) and verdict.extrapolate
+
+
+def test_the_trajectory_rule_under_a_budget_needs_no_probe(tiny):
+    compiled = compile_with(tiny, step_rule="trajectory", compute_budget=0.465)
+    generate(compiled, tiny, timesteps("unipc", 20))
+    stats = pc_compile.stats(compiled, detail=True)
+    assert stats["probe_evals"] == 0
+    assert abs(stats["compute_fraction"] - 0.465) <= 0.02
+    scored = [e for e in stats["per_stream"]["stream0"]["trace"] if "curvature" in e]
+    assert scored
