@@ -30,7 +30,8 @@ class PreciseCacheConfig:
 
     ``PreciseCacheConfig(step_rule="lfcache", alpha=0.6)``: the fields below and any registered
     rule's options by name (LFCache: ``alpha``, ``lowpass_radius``, ``lfd_reference``,
-    ``probe_downsample``, ``probe_min_tokens``; SenCache: ``sen_epsilon``; BlockCache:
+    ``probe_downsample``, ``probe_min_tokens``; SenCache: ``sen_epsilon``; Trajectory:
+    ``traj_epsilon``; BlockCache:
     ``pivotal_fraction``, ``pivotal_steps``; BWCache: ``bw_threshold``, ``bw_reuse_steps``,
     ``bw_scope``; each documented in its rule's options dataclass). ``config.alpha`` reads an
     option back; ``config.options_for("lfcache")`` returns a rule's whole options.
@@ -38,8 +39,9 @@ class PreciseCacheConfig:
     Attributes:
         step_rule: how a step decides to reuse the cache. ``"none"`` computes every step;
             ``"lfcache"`` is PreciseCache's step guard (probe + accumulated LFD);
-            ``"sencache"`` reuses while the output's sensitivity predicts a small change; or
-            any other registered step rule.
+            ``"sencache"`` reuses while the output's sensitivity predicts a small change;
+            ``"trajectory"`` while the extrapolation's second-order error, estimated from the
+            last three computed outputs, stays small; or any other registered step rule.
         block_rule: how a computed step decides which blocks to bypass. ``"none"`` computes
             every block; ``"blockcache"`` runs the pivotal blocks only; ``"bwcache"`` bypasses
             each block whose output barely changed since it last ran; or any other registered

@@ -219,7 +219,9 @@ class BudgetController:
         computes = call.rate * call.free_steps
         # The reuses left, the current run's included, over the runs left.
         run = (call.free_steps - computes + bs.run) / (computes + 1)
-        compute = bs.damage + damage / 2 > run * mean
+        # The last free step spends what is left (a partial step's blocks at most): no
+        # later step can.
+        compute = call.free_steps <= 1 or bs.damage + damage / 2 > run * mean
         bs.last.update(score=round(damage / mean, 4), run_damage=round(bs.damage / mean, 4),
                        target_run=round(run, 4))
         bs.damage = 0.0 if compute else bs.damage + damage
