@@ -32,15 +32,17 @@ PROMPTS = [(0, 100), (5, 101), (2, 102), (7, 103), (4, 104), (1, 105), (6, 106),
 RULES = {"blind": "none", "lfcache": "lfcache", "sencache": "sencache", "trajectory": "trajectory"}
 
 
-def options_for(method: str, budget: float) -> dict:
+def options_for(method: str, budget: float, warmup: int | None = None) -> dict:
     if method.startswith("preset:"):
         return {"preset": method.split(":", 1)[1]}
-    return {"preset": "off", "step_rule": RULES[method], "compute_budget": budget}
+    extra = {} if warmup is None else {"warmup_steps": warmup}
+    return {"preset": "off", "step_rule": RULES[method], "compute_budget": budget, **extra}
 
 
-def run(model, info, method: str, budget: float, scheduler: str, steps: int, prompts, refs):
+def run(model, info, method: str, budget: float, scheduler: str, steps: int, prompts, refs,
+        warmup: int | None = None):
     torch._dynamo.reset()
-    options = {**options_for(method, budget), "piece_compiler": "eager"}
+    options = {**options_for(method, budget, warmup), "piece_compiler": "eager"}
     compiled = torch.compile(model, backend="precisecache", options=options)
     fn = sampling.plain(compiled)
     fractions, psnrs = [], []
@@ -63,6 +65,8 @@ def main(argv=None) -> None:
     p.add_argument("--methods", default="blind,lfcache")
     p.add_argument("--prompts", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warmup_steps for the budget methods (default: the config's 2)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     prompts = PROMPTS[: args.prompts]
@@ -79,7 +83,7 @@ def main(argv=None) -> None:
                     for method in args.methods.split(","):
                         with torch.no_grad():
                             fr, ps = run(model, info, method, budget, scheduler, steps,
-                                         prompts, refs)
+                                         prompts, refs, args.warmup)
                         dev = max(abs(f - budget) for f in fr)
                         print(f"{name} | {scheduler} | {steps} | {budget} | {method} | "
                               f"{sum(fr) / len(fr):.3f} ({dev:.3f}) | "
