@@ -30,7 +30,8 @@ class PreciseCacheConfig:
 
     ``PreciseCacheConfig(step_rule="lfcache", alpha=0.6)``: the fields below and any registered
     rule's options by name (LFCache: ``alpha``, ``lowpass_radius``, ``lfd_reference``,
-    ``probe_downsample``, ``probe_min_tokens``; SenCache: ``sen_epsilon``; BlockCache:
+    ``probe_downsample``, ``probe_min_tokens``; SenCache: ``sen_epsilon``; Trajectory:
+    ``traj_epsilon``; BlockCache:
     ``pivotal_fraction``, ``pivotal_steps``; BWCache: ``bw_threshold``, ``bw_reuse_steps``,
     ``bw_scope``; each documented in its rule's options dataclass). ``config.alpha`` reads an
     option back; ``config.options_for("lfcache")`` returns a rule's whole options.
@@ -38,8 +39,9 @@ class PreciseCacheConfig:
     Attributes:
         step_rule: how a step decides to reuse the cache. ``"none"`` computes every step;
             ``"lfcache"`` is PreciseCache's step guard (probe + accumulated LFD);
-            ``"sencache"`` reuses while the output's sensitivity predicts a small change; or
-            any other registered step rule.
+            ``"sencache"`` reuses while the output's sensitivity predicts a small change;
+            ``"trajectory"`` while the extrapolation's second-order error, estimated from the
+            last three computed outputs, stays small; or any other registered step rule.
         block_rule: how a computed step decides which blocks to bypass. ``"none"`` computes
             every block; ``"blockcache"`` runs the pivotal blocks only; ``"bwcache"`` bypasses
             each block whose output barely changed since it last ran; or any other registered
@@ -64,6 +66,14 @@ class PreciseCacheConfig:
             default) steps down, warning once, to the partitioned graph without caching or to
             plain Inductor (``pc_compile/fallback.py``); ``"error"`` raises
             ``PreciseCacheUnsupported``.
+        compute_budget: the fraction of the uncached work (block evaluations, the probe's
+            included, over steps x blocks: ``stats()["compute_fraction"]``) each generation
+            may spend, in (0, 1]; None (default) lets the rules decide alone. An online
+            controller (``runtime/budget.py``) then places the computed steps where the step
+            rule's score predicts the most damage from reusing, the steps left estimated from
+            the timesteps; with ``step_rule="none"`` it spaces them evenly. The warm-up, the
+            end of the schedule and ``max_reuse`` still compute; steps it forces are not
+            probed. Not with a block rule (bypassed blocks would make the spend unknowable).
         max_streams: guidance streams kept per compiled graph; the least recently used past
             this number lose their cache (their counters stay in ``stats``).
         rule_options: the rules' options that differ from their defaults, as sorted
@@ -78,6 +88,7 @@ class PreciseCacheConfig:
     end_span: float = 1.5
     piece_compiler: str = "inductor"
     on_unsupported: str = "warn"
+    compute_budget: float | None = None
     max_streams: int = 8
     rule_options: tuple = ()
 
@@ -103,12 +114,22 @@ class PreciseCacheConfig:
         checks.number("end_span", self.end_span, low=0.0, high=1000.0)
         checks.choice("piece_compiler", self.piece_compiler, PIECE_COMPILERS)
         checks.choice("on_unsupported", self.on_unsupported, ON_UNSUPPORTED)
+        if self.compute_budget is not None:
+            checks.number("compute_budget", self.compute_budget, low=0.0, high=1.0,
+                          low_open=True)
+            if self.block_rule != "none":
+                raise ValueError(
+                    f"compute_budget cannot be combined with block_rule={self.block_rule!r}: "
+                    "the controller places whole computed steps, and a block rule's bypasses "
+                    "would change what they cost; use a step rule (lfcache, sencache) or none"
+                )
         if not isinstance(self.max_streams, int) or self.max_streams < 1:
             raise ValueError(f"max_streams must be an integer >= 1, got {self.max_streams!r}")
 
     @property
     def caches(self) -> bool:
-        return self.step_rule != "none" or self.block_rule != "none"
+        return (self.step_rule != "none" or self.block_rule != "none"
+                or self.compute_budget is not None)
 
     def options_for(self, rule: str):
         """The options of the registered rule named ``rule`` (its defaults unless set)."""

@@ -3,7 +3,9 @@
 ``stats(compiled)`` sums the counters of every graph Dynamo compiled for the model and lists
 each guidance stream. ``compute_fraction`` is block evaluations (probe cost included, in
 block-equivalents) over steps x blocks: 1.0 for plain computation, lower when caching.
-``fallbacks`` lists what of the model runs a lower tier than asked, and why.
+``fallbacks`` lists what of the model runs a lower tier than asked, and why. Under a
+``compute_budget``, ``budget`` gives the budget asked and the fraction each generation spent
+over its streams, and each stream's ``generations_detail`` its own per generation.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ def stats(compiled, detail: bool = False) -> dict:
     block_work = 0.0
     block_slots = 0
     streams = {}
+    budget = None  # per generation index: [work, slots], over the streams of budgeted graphs
     owner = compiled_original(compiled)
     for number, (graph, table) in enumerate(_tables(compiled, owner)):
         blocks = graph.spec.num_blocks
+        controller = getattr(graph.engine, "budget", None)
         for state in table.all_streams():
             c = state.counters.as_dict()
             for name in COUNTERS:
@@ -43,19 +47,40 @@ def stats(compiled, detail: bool = False) -> dict:
             block_work += work
             block_slots += slots
             entry = dict(c, blocks=blocks, compute_fraction=work / slots if slots else 1.0)
+            if controller is not None:
+                budget = budget if budget is not None else {"asked": controller.budget,
+                                                            "work": []}
+                detail_rows = []
+                for g, gen in enumerate(state.generations()):
+                    g_work = gen["block_evals"] + gen["probe_evals"] * graph.engine.probe_cost
+                    g_slots = gen["steps"] * blocks
+                    detail_rows.append({"steps": gen["steps"], "budget": controller.budget,
+                                        "compute_fraction": g_work / g_slots})
+                    while len(budget["work"]) <= g:
+                        budget["work"].append([0.0, 0])
+                    budget["work"][g][0] += g_work
+                    budget["work"][g][1] += g_slots
+                entry["budget"] = controller.budget
+                entry["generations_detail"] = detail_rows
             if detail:
                 entry["trace"] = list(state.trace)
             key = state.name if number == 0 else f"graph{number}/{state.name}"
             if key in streams:  # a stream that was evicted and came back
                 key = f"{key}#{sum(k.split('#')[0] == key for k in streams) + 1}"
             streams[key] = entry
-    return dict(
+    result = dict(
         totals,
         streams=len(streams),
         compute_fraction=block_work / block_slots if block_slots else 1.0,
         per_stream=streams,
         fallbacks=registry.fallbacks_of(owner),
     )
+    if budget is not None:
+        # The budget asked and the fraction each generation spent, over all its streams
+        # (generations counted per stream, so concurrent streams' n-th generations add up).
+        result["budget"] = {"asked": budget["asked"],
+                            "generations": [w / s if s else None for w, s in budget["work"]]}
+    return result
 
 
 def reset(compiled) -> None:

@@ -117,10 +117,11 @@ class CachedGraph:
     def run_full(self, inputs: Sequence, plan: StepPlan | None, state: StreamState | None = None):
         """Evaluate every piece; blocks not in ``plan.compute_blocks`` are bypassed."""
         results: list = [None] * len(self.spec.pieces)
-        record = BlockRecord() if plan is not None and (plan.record_blocks or plan.record_chain) \
-            else None
+        tail = plan.record_tail if plan is not None and self.chain_pairs is not None else None
+        record = BlockRecord() if plan is not None and (
+            plan.record_blocks or plan.record_chain or tail is not None) else None
         position = 0
-        chain_in = None
+        chain_in = tail_in = None
         for number, piece in enumerate(self.spec.pieces):
             args = self.executor.piece_args(number, inputs, results)
             if piece.kind != "block":
@@ -128,6 +129,8 @@ class CachedGraph:
                 continue
             if position == 0 and self.chain_pairs is not None:
                 chain_in = [args[arg] for arg, _ in self.chain_pairs]
+            if tail is not None and position == tail:
+                tail_in = [args[arg] for arg, _ in self.chain_pairs]
             compute = plan is None or plan.compute_blocks is None or plan.compute_blocks[position]
             if compute:
                 out = self.executor.call_piece(number, args)
@@ -146,12 +149,17 @@ class CachedGraph:
                 )
             results[number] = out
             position += 1
-        if record is not None and plan.record_chain:
+        if record is not None and (plan.record_chain or tail_in is not None):
             last = self.spec.pieces[self.last_block]
             outs = block_outputs(results[self.last_block], last.num_outputs)
-            record.chain_residual = tuple(
-                outs[item] - entry for (_, item), entry in zip(self.chain_pairs, chain_in)
-            )
+            if plan.record_chain:
+                record.chain_residual = tuple(
+                    outs[item] - entry for (_, item), entry in zip(self.chain_pairs, chain_in)
+                )
+            if tail_in is not None:
+                record.tail_residual = tuple(
+                    outs[item] - entry for (_, item), entry in zip(self.chain_pairs, tail_in)
+                )
         return self.executor.outputs(inputs, results), record
 
     def run_chain_residual(self, inputs: Sequence, residual: tuple):

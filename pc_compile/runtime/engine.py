@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pc_compile.errors import OptionUnsupported
+from pc_compile.runtime.budget import COMPUTE, FREE, PARTIAL, BudgetController, BudgetState
 from pc_compile.runtime.guards import Guards
 from pc_compile.runtime.host import read_host
 from pc_compile.runtime.plan import BlockRecord, ReuseForm, StepPlan
@@ -49,6 +50,9 @@ class StreamMemory:
     history: ReuseHistory = field(default_factory=ReuseHistory)
     run: int = 0  # reused steps in a row
     context: StepContext | None = None  # the current step's, until it is done
+    budget: BudgetState = field(default_factory=BudgetState)  # under a compute budget
+    last_plan: StepPlan | None = None  # the plan this stream decided last
+    tail: tuple | None = None  # (k, residual from block k's input to the last block's output)
 
 
 class Engine:
@@ -56,17 +60,20 @@ class Engine:
 
     def __init__(self, step_rule: StepRule | None = None, block_rule: BlockRule | None = None,
                  *, step_reuse: str = "extrapolate", guards: Guards = Guards(),
-                 num_blocks: int = 0, probe_cost: float = 0.0):
+                 num_blocks: int = 0, probe_cost: float = 0.0,
+                 budget: BudgetController | None = None):
         self.step_rule = step_rule
         self.block_rule = block_rule
         self.step_reuse = step_reuse
         self.guards = guards
         self.num_blocks = num_blocks
         self.probe_cost = probe_cost  # one probe evaluation in block-equivalents (stats)
+        self.budget = budget  # the compute budget's controller, or None
 
     @property
     def caches(self) -> bool:
-        return self.step_rule is not None or self.block_rule is not None
+        return (self.step_rule is not None or self.block_rule is not None
+                or self.budget is not None)
 
     def memory(self, state: StreamState) -> StreamMemory:
         if state.memory is None:
@@ -106,6 +113,9 @@ class Engine:
             verdict = self.step_rule.conclude(ctx, memory.step, step_numbers)
             state.counters.nonfinite_probes += bool(verdict.nonfinite)
             reuse = ctx.may_reuse and bool(verdict.reuse)
+            settle = getattr(self.step_rule, "settle", None)
+            if settle is not None:
+                settle(ctx, memory.step, reuse)
             memory.run = memory.run + 1 if reuse else 0
             if reuse:
                 form = form_for(self.step_reuse, verdict.extrapolate)
@@ -132,6 +142,12 @@ class Engine:
         memory = self.memory(state)
         follows = leader is not None
         ctx = self.context(state, memory, inputs, graph, follows)
+        if follows:
+            leader.followers += 1
+            if self.budget is not None:
+                return self.follow_budget(state, memory, ctx, leader)
+        elif self.budget is not None:
+            return self.plan_budget(state, memory, ctx)
         form, verdict, metric = self.decide(state, ctx, memory)
         info = verdict.info if verdict is not None else {}
         if follows:
@@ -163,6 +179,107 @@ class Engine:
         })
         return plan
 
+    # -- under a compute budget (``budget.py``) ----------------------------------------------
+
+    def plan_budget(self, state: StreamState, memory: StreamMemory, ctx: StepContext
+                    ) -> StepPlan:
+        """The deciding stream's plan under a compute budget: forced steps are not measured
+        (no probe, no host read); a free step's score goes to the controller."""
+        controller, bs = self.budget, memory.budget
+        if memory.last_plan is not None:
+            bs.streams = 1 + memory.last_plan.followers
+        memory.context = ctx
+        probes = self.step_rule is not None and getattr(self.step_rule, "needs_probe", False)
+        probe_cost = self.probe_cost if probes else 0.0
+        call = controller.begin(bs, ctx.step, ctx.timestep, ctx.may_reuse,
+                                memory.history.has(self.step_reuse), probe_cost)
+        verdict = None
+        measured = False
+        if call.kind == FREE and call.measure and self.step_rule is not None:
+            tensors = self.step_rule.measure(ctx, memory.step)
+            if tensors is not None:
+                numbers = read_host(tensors)[0]
+                verdict = self.step_rule.conclude(ctx, memory.step, numbers)
+                state.counters.nonfinite_probes += bool(verdict.nonfinite)
+            measured = True
+        if call.kind == FREE:
+            reuse = not controller.decide(bs, call, None if verdict is None else verdict.score)
+        else:
+            reuse = call.kind not in (COMPUTE, PARTIAL)
+        if verdict is not None:
+            settle = getattr(self.step_rule, "settle", None)
+            if settle is not None:
+                settle(ctx, memory.step, reuse)
+        elif self.step_rule is not None and not measured:
+            skip = getattr(self.step_rule, "skip", None)
+            if skip is not None:
+                skip(ctx, memory.step, not reuse)
+        memory.run = memory.run + 1 if reuse else 0
+        blocks = self.num_blocks
+        if reuse:
+            extrapolated = True if verdict is None else verdict.extrapolate
+            plan = StepPlan(reuse=form_for(self.step_reuse, extrapolated))
+            blocks = 0
+        elif (call.kind in (PARTIAL, FREE) and 0 < call.blocks < self.num_blocks
+              and self.partial_ready(memory, call.blocks)):
+            plan = self.partial_plan(memory, call.blocks)
+            blocks = call.blocks
+        else:
+            plan = StepPlan()
+        tail = controller.account(bs, blocks, measured and probes, probe_cost,
+                                  computed=not reuse)
+        if not reuse and plan.partial is None:
+            plan.record_tail = tail
+        memory.last_plan = plan
+        info = dict(verdict.info) if verdict is not None else {}
+        info.update({k: v for k, v in bs.last.items() if v is not None})
+        info["budget_call"] = call.kind if not call.reason else f"{call.kind}: {call.reason}"
+        info["probed"] = measured and probes
+        self.trace(state, plan, info)
+        return plan
+
+    def follow_budget(self, state: StreamState, memory: StreamMemory, ctx: StepContext,
+                      leader: StepPlan) -> StepPlan:
+        """A following branch under a budget: the leader's partial step with this branch's
+        own residual, and the same residual recorded."""
+        memory.context = ctx
+        if leader.reuse is not None and memory.history.has(self.step_reuse):
+            plan = StepPlan(reuse=leader.reuse)
+        elif leader.partial is not None and self.partial_ready(memory, leader.partial):
+            plan = self.partial_plan(memory, leader.partial)
+        else:
+            plan = StepPlan(record_tail=leader.record_tail)
+        memory.run = memory.run + 1 if plan.reuse is not None else 0
+        self.trace(state, plan, {"followed": True})
+        return plan
+
+    @staticmethod
+    def partial_ready(memory: StreamMemory, k: int) -> bool:
+        return memory.tail is not None and memory.tail[0] == k
+
+    def partial_plan(self, memory: StreamMemory, k: int) -> StepPlan:
+        """Compute the first ``k`` blocks; block ``k`` adds the recorded residual across the
+        rest, which add nothing."""
+        residual = memory.tail[1]
+        zeros = tuple(0.0 for _ in residual)
+        compute = [i < k for i in range(self.num_blocks)]
+        residuals = [None if i < k else (residual if i == k else zeros)
+                     for i in range(self.num_blocks)]
+        return StepPlan(compute_blocks=compute, residuals=residuals, partial=k)
+
+    def trace(self, state: StreamState, plan: StepPlan, info: dict) -> None:
+        state.trace.append({
+            "step": state.step_in_generation,
+            "timestep": state.last_timestep,
+            "computed": plan.reuse is None,
+            "reuse": None if plan.reuse is None else plan.reuse.value,
+            "blocks": None if plan.reuse is not None else (
+                [True] * self.num_blocks if plan.compute_blocks is None
+                else list(plan.compute_blocks)
+            ),
+            **info,
+        })
+
     def reuse_output(self, state: StreamState, inputs, graph, plan: StepPlan):
         """The output of a step whose plan reuses, in the plan's form."""
         memory = self.memory(state)
@@ -177,6 +294,10 @@ class Engine:
         memory = self.memory(state)
         chain = record.chain_residual if record is not None else None
         memory.history.record(self.step_reuse, state.last_timestep, output, chain)
+        if record is not None and record.tail_residual is not None:
+            memory.tail = (plan.record_tail, record.tail_residual)
+        elif plan.partial is None:
+            memory.tail = None  # recorded for another k, or not at all: out of date
         if self.step_rule is not None:
             self.step_rule.after_full_step(memory.context, memory.step, output)
         if self.block_rule is not None:
@@ -222,5 +343,9 @@ def build_engine(config, spec, chain_pairs, roles=None) -> Engine:
                                RuleSetup(bypassable=bypassable, has_latent=has_latent,
                                          extrapolates=extrapolates))
     guards = Guards(config.warmup_steps, config.max_reuse, config.end_span)
+    budget = None
+    if config.compute_budget is not None:
+        budget = BudgetController(config.compute_budget, len(spec.blocks), config.end_span,
+                                  partial=chain_pairs is not None)
     return Engine(step_rule, block_rule, step_reuse=config.step_reuse, guards=guards,
-                  num_blocks=len(spec.blocks))
+                  num_blocks=len(spec.blocks), budget=budget)

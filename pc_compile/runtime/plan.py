@@ -35,6 +35,9 @@ class StepPlan:
     record_blocks: bool = False  # hand the blocks' inputs/outputs to after_full_step
     record_chain: bool = False  # hand the chain residual (last block out - first block in)
     block_plan: object = None  # the block rule's own plan of this step (``rules.BlockPlan``)
+    record_tail: int | None = None  # hand the residual from block k's input to the last output
+    partial: int | None = None  # a budget's partial step: the first k blocks computed
+    followers: int = 0  # guidance branches that followed this plan (the engine counts them)
 
 
 @dataclass
@@ -44,3 +47,4 @@ class BlockRecord:
     inputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
     outputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
     chain_residual: tuple[torch.Tensor, ...] | None = None
+    tail_residual: tuple[torch.Tensor, ...] | None = None  # last block out - block k's input

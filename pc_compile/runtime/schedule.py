@@ -68,7 +68,7 @@ def timestep_scale(first: float) -> float:
     return 1.0 if first <= 1.0 + 1e-6 else max(1000.0, first)
 
 
-def _unshift(sigma: float, shift: float) -> float:
+def unshift(sigma: float, shift: float) -> float:
     return sigma / (shift - (shift - 1) * sigma)
 
 
@@ -99,7 +99,7 @@ def fit_schedule(timesteps: Sequence[float], prior_shift: float = 3.0) -> Schedu
     rounded = all(abs(t - round(t)) < 1e-6 for t in timesteps)
     fits = []
     for shift in _SHIFTS:
-        start, slope, rms = _line([_unshift(s, shift) for s in sigmas])
+        start, slope, rms = _line([unshift(s, shift) for s in sigmas])
         if slope > 0:
             # The residual in steps: s is compressed by the shift, so raw distances mislead.
             fits.append((rms / slope, shift, start, slope))
@@ -114,8 +114,8 @@ def fit_schedule(timesteps: Sequence[float], prior_shift: float = 3.0) -> Schedu
     _, shift, start, slope = min(good, key=lambda f: abs(math.log(f[1] / prior_shift)))
     if not rounded or len(good) == 1:  # determined by the points: refine between neighbours
         shift = _refine(sigmas, shift)
-        start, slope, _ = _line([_unshift(s, shift) for s in sigmas])
-    rms = _line([_unshift(s, shift) for s in sigmas])[2] / slope
+        start, slope, _ = _line([unshift(s, shift) for s in sigmas])
+    rms = _line([unshift(s, shift) for s in sigmas])[2] / slope
     return ScheduleFit(scale, shift, start, slope, rms)
 
 
@@ -125,7 +125,7 @@ def _refine(sigmas: list[float], shift: float) -> float:
     ratio = (math.sqrt(5) - 1) / 2
 
     def cost(x: float) -> float:
-        _, slope, rms = _line([_unshift(s, math.exp(x)) for s in sigmas])
+        _, slope, rms = _line([unshift(s, math.exp(x)) for s in sigmas])
         return rms / slope if slope > 0 else math.inf
 
     for _ in range(40):

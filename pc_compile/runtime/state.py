@@ -85,6 +85,14 @@ class StreamState:
     evaluation_in_step: int = 0
     ended: bool = False  # the caller said the generation ended: the next call starts one
     trace: list = field(default_factory=list)
+    finished: list = field(default_factory=list)  # counters of each finished generation
+    generation_base: dict = field(default_factory=dict)  # counters when this one started
+
+    def generations(self) -> list[dict]:
+        """The counters of each generation of this stream, the current one last."""
+        now = self.counters.as_dict()
+        current = {k: v - self.generation_base.get(k, 0) for k, v in now.items()}
+        return [*self.finished, current] if current["steps"] else list(self.finished)
 
     def step_size(self) -> float | None:
         """The last step size in the timestep (from the step before to this one), or None
@@ -103,6 +111,9 @@ class StreamState:
         return size is not None and 0 <= self.last_timestep < span * size
 
     def start_generation(self) -> None:
+        if self.counters.steps > self.generation_base.get("steps", 0):
+            self.finished.append(self.generations()[-1])
+        self.generation_base = self.counters.as_dict()
         self.memory = None
         self.trace.clear()
         self.step_in_generation = 0

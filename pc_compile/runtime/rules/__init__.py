@@ -9,7 +9,13 @@ in ``base.py``, the engine that calls them in ``runtime/engine.py``.
 
 from __future__ import annotations
 
-from pc_compile.runtime.rules import blockcache, bwcache, lfcache, sencache  # noqa: F401
+from pc_compile.runtime.rules import (  # noqa: F401
+    blockcache,
+    bwcache,
+    lfcache,
+    sencache,
+    trajectory,
+)
 from pc_compile.runtime.rules.base import (
     BlockPlan,
     BlockRule,

@@ -11,6 +11,7 @@ Order of the engine's calls in one step, for the stream's state ``s`` of each ru
     block.measure(ctx, s)                                          -> tensors to read, or None
     <one device-to-host read of every tensor above>
     step.conclude(ctx, s, numbers)   (when measure returned tensors) -> Verdict
+    step.settle(ctx, s, reused)      (when concluded, if the rule defines it)
     block.conclude(ctx, s, numbers)  (when measure returned tensors) -> the trace's block_metric
     block.plan(ctx, s)               (when the step is computed)    -> BlockPlan
     ... the step runs ...
@@ -89,13 +90,17 @@ class Verdict:
     ``extrapolate``: the reuse should extrapolate the last two computed results rather than
     return the last one (the engine maps it onto the configured ``step_reuse``); ``info``:
     entries for the step's trace (``stats(detail=True)``), plain numbers; ``nonfinite``: the
-    measurement was not finite (counted as ``nonfinite_probes``).
+    measurement was not finite (counted as ``nonfinite_probes``); ``score``: the predicted
+    error of this step's output if it is reused (any unit, the same over a generation; None:
+    no estimate), which a compute budget (``runtime/budget.py``) uses to place the computed
+    steps where reusing would do the most damage.
     """
 
     reuse: bool
     extrapolate: bool = False
     info: dict = field(default_factory=dict)
     nonfinite: bool = False
+    score: float | None = None
 
 
 @dataclass
@@ -129,6 +134,15 @@ class StepRule(Protocol):
 
     def after_full_step(self, ctx: StepContext, state: Any, output) -> None:
         """After a computed step, with the model's output: refresh what the rule keeps."""
+
+    # Optional, for rules whose state depends on what the step finally did (the engine calls
+    # them when defined). Under a compute budget the engine, not the verdict, decides:
+    #
+    # def settle(self, ctx, state, reused: bool) -> None:
+    #     """The measured step was reused (True) or computed, whatever the verdict said."""
+    #
+    # def skip(self, ctx, state, computed: bool) -> None:
+    #     """The step's decision was forced, so it was not measured (no probe ran)."""
 
 
 class BlockRule(Protocol):

@@ -98,6 +98,7 @@ class Measured:
     accumulated: torch.Tensor
     chosen: bool  # the form when the probe does not choose
     errors: tuple | None  # the accumulated errors after each form, when the probe chooses
+    extrapolated: bool = False  # the form concluded (set by ``conclude``)
 
 
 @dataclass
@@ -153,7 +154,7 @@ class LFCache:
         zero = torch.zeros_like(step)
         before = zero if state.largest is None else state.largest
         largest = torch.maximum(before, torch.where(finite, step, zero))
-        better = errors = None
+        better = errors = gaps = None
         if options.lfd_reference == "cache":
             # The distance to what reusing would return: the probe outputs of the last two
             # computed steps extrapolated to this timestep (or the last one alone).
@@ -162,11 +163,14 @@ class LFCache:
             chosen = self.extrapolate
         else:
             metric = step
-            chosen = False
+            # Without two computed spectra (only under a compute budget, whose forced steps
+            # do not probe) the probe cannot choose: extrapolate, as the reuse allows.
+            chosen = self.extrapolate and len(computed) < 2
             if self.extrapolate and len(computed) == 2:
                 candidates = (extrapolate(computed, t), computed[-1][1])
                 weight = ctx.step_size or 1.0  # the next step's size is not known yet
                 better, errors = choose_form(state.error, spectrum, candidates, weight)
+                gaps = [torch.linalg.vector_norm(c - spectrum) for c in candidates]
         finite = finite & torch.isfinite(metric)
         accumulated = (zero if state.accumulated is None else state.accumulated) + torch.where(
             finite, metric, zero)
@@ -174,23 +178,40 @@ class LFCache:
         reuse_ok = (accumulated <= threshold) & finite
         state.measured = Measured(t, spectrum, zero, largest, accumulated, chosen, errors)
         values = [reuse_ok, finite, step, metric, accumulated, threshold]
-        return values if better is None else [*values, better]
+        return values if better is None else [*values, better, *gaps]
 
     def conclude(self, ctx: StepContext, state: LFCacheState, numbers: list) -> Verdict:
-        m, state.measured = state.measured, None
+        m = state.measured
         reuse_ok, finite, step, metric, accumulated, threshold = numbers[:6]
         chosen = bool(numbers[6]) if m.errors is not None else m.chosen
-        reuse = ctx.may_reuse and bool(reuse_ok)
-        if reuse and m.errors is not None:
-            state.error = m.errors[0] if chosen else m.errors[1]
-        state.largest = m.largest
-        state.accumulated = m.accumulated if reuse else m.zero
-        if not reuse:
-            remember(state.computed, m.t, m.spectrum)
+        m.extrapolated = chosen
+        # The score: the probe's distance from the reuse it would take (the chosen form's),
+        # else this step's distance.
+        score = (numbers[7] if chosen else numbers[8]) if m.errors is not None else metric
         info = {"metric": metric, "lfd": step, "accumulated": accumulated,
                 "threshold": threshold}
         return Verdict(reuse=bool(reuse_ok), extrapolate=chosen, info=info,
-                       nonfinite=not finite)
+                       nonfinite=not finite, score=score if finite else None)
+
+    def settle(self, ctx: StepContext, state: LFCacheState, reused: bool) -> None:
+        """What the measured step did: a reuse adds to the sums, a computed step restarts
+        them and keeps its spectrum."""
+        m, state.measured = state.measured, None
+        if reused and m.errors is not None:
+            state.error = m.errors[0] if m.extrapolated else m.errors[1]
+        state.largest = m.largest
+        state.accumulated = m.accumulated if reused else m.zero
+        if not reused:
+            remember(state.computed, m.t, m.spectrum)
+
+    def skip(self, ctx: StepContext, state: LFCacheState, computed: bool) -> None:
+        """A step decided without the probe: a computed one leaves no spectrum, so the
+        spectra kept no longer bracket what a reuse extrapolates (dropped), and restarts the
+        accumulated distance."""
+        state.measured = None
+        if computed:
+            state.computed.clear()
+            state.accumulated = None
 
     def after_full_step(self, ctx: StepContext, state: LFCacheState, output) -> None:
         """LFCache keeps what it needs while deciding."""

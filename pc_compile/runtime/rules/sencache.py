@@ -125,7 +125,7 @@ class SenCache:
         predicted, sensitivity = numbers
         info = {"metric": predicted, "threshold": self.epsilon, "sensitivity": sensitivity}
         return Verdict(reuse=predicted <= self.epsilon,  # False for NaN
-                       extrapolate=self.extrapolate, info=info)
+                       extrapolate=self.extrapolate, info=info, score=predicted)
 
     def after_full_step(self, ctx: StepContext, state: SenCacheState, output) -> None:
         """Measure the sensitivity between this computed step and the one before it."""

@@ -1,0 +1,252 @@
+"""The compute budget: where a generation's computed steps go so that it spends a set fraction.
+
+``compute_budget=b`` asks a generation to spend ``b`` of its uncached work, counted as
+``stats()["compute_fraction"]`` counts it: block evaluations plus probe evaluations times the
+probe's cost in blocks, over steps x blocks. The controller below runs once per step of the
+stream that decides (the first guidance branch) and is all host arithmetic on numbers the
+engine already has: it adds no device-to-host read.
+
+How it lands on the budget
+    The steps of the generation are estimated from the timesteps seen so far
+    (``schedule.fit_schedule``, refitted at every step), and so are the steps at the end of the
+    schedule that the guards will compute (those within ``end_span`` step sizes of zero, with a
+    margin: reserving one too many only turns the last free step into a computed one, reserving
+    one too few would overspend). What is left after those, in block-equivalents, is the *free
+    budget* of the *free steps* (those no guard forces). Every step re-derives the compute rate
+    ``q`` the free steps still need from the free budget, so an early deviation is paid back
+    later, and the decision is forced where no choice is left: compute where the budget covers
+    every free step left, reuse where it no longer covers one whole step.
+
+Where the computed steps go
+    On a free step the step rule measures its *score*, the predicted error of this step's
+    output if reused (``Verdict.score``), and the controller weights it by the step size the
+    sampler will take with it (the next one, from the fitted schedule): a reused output's error
+    enters the latent times that step size. The damage of the reuses since the last computed
+    step is summed; the step computes once the sum reaches ``mean score / q``. With a constant
+    score this computes one step in ``1/q``, the evenly spaced schedule; a score that rises
+    brings the next computed step forward, one that falls lets the run go on. With no step rule
+    the score is constant: the blind evenly spaced schedule of the same budget and reuse forms.
+
+Granularity
+    At 10 steps one step is a tenth of the work, so whole steps can miss the budget by 0.05.
+    The part of the budget that is not a whole step goes to one *partial step*: when the free
+    budget no longer covers a whole step, the next step computes its first ``k`` blocks and
+    bypasses the others with the residual the last computed step left across them (the
+    output of its last block minus the input of block ``k``, recorded on every computed step
+    for the ``k`` the budget's remainder asks for). Where the blocks form no chain (glue
+    between them, several block lists) the remainder is not spent.
+
+The probe
+    A step whose decision is forced (warm-up, the end of the schedule, nothing cached yet, the
+    run cap, the budget exhausted or covering every step left) is not measured, so the probe
+    does not run and does not spend the budget. Each probe is charged at its cost divided by the
+    number of guidance branches that follow the decision, as ``stats`` counts it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from pc_compile.runtime.schedule import fit_schedule, timestep_scale, unshift
+
+# Reserve an end step when its timestep lies within this many times ``end_span`` step sizes of
+# zero: the fitted timesteps are an estimate, and an end step missed would overspend.
+END_MARGIN = 1.15
+
+# The fitted end of the schedule may cross a step boundary by this much (in steps) without
+# changing the estimated step count: integer-rounded timesteps move it by a few hundredths.
+HYSTERESIS = 0.06
+
+COMPUTE, REUSE, FREE, PARTIAL = "compute", "reuse", "free", "partial"
+
+
+@dataclass
+class BudgetState:
+    """One generation of the deciding stream, as the controller tracks it."""
+
+    timesteps: list = field(default_factory=list)  # distinct timesteps seen, in order
+    spent: float = 0.0  # block-equivalents spent, probes shared over the branches
+    steps: int = 0
+    damage: float = 0.0  # the weighted scores of the reuses since the last computed step
+    run: int = 0  # the reuses since the last computed step
+    score_sum: float = 0.0
+    score_count: int = 0
+    streams: int = 1  # guidance branches following this stream's decisions (itself included)
+    tail: int | None = None  # the k asked to be recorded at the last computed step
+    estimated_steps: int | None = None
+    last: dict = field(default_factory=dict)  # the last call's numbers, for the trace
+
+
+@dataclass(frozen=True)
+class Call:
+    """The controller's call on a step: ``kind`` is COMPUTE, REUSE or PARTIAL (forced, with
+    ``reason``) or FREE (the rule's score decides, at compute rate ``rate``)."""
+
+    kind: str
+    reason: str = ""
+    rate: float = 0.0
+    blocks: int = 0  # PARTIAL, FREE: the blocks the step computes if it computes
+    weight: float = 1.0  # the step size the sampler takes with this step's output
+    measure: bool = True  # FREE: ask the rule for its score (False: decide blindly)
+    free_steps: int = 0  # FREE: the free steps left, this one included
+
+
+def first_estimate(timesteps: list) -> int | None:
+    """The steps of a generation from its first two timesteps, assuming the common
+    flow-matching shift of 3 (``schedule.fit_schedule`` needs three): only to choose which
+    residual the second computed step records, for a partial step the budget may need."""
+    if len(timesteps) != 2:
+        return None
+    scale = timestep_scale(timesteps[0])
+    # Pipelines that round the timesteps to integers start at 999 for sigma 1.
+    sigmas = [1.0 if t / scale >= 0.99 and i == 0 else min(max(t / scale, 1e-6), 1.0)
+              for i, t in enumerate(timesteps)]
+    s0, s1 = (unshift(sigma, 3.0) for sigma in sigmas)
+    if s0 <= s1:
+        return None
+    return max(2, math.floor(s0 / (s0 - s1) - 0.004) + 1)
+
+
+class BudgetController:
+    """Places a generation's computed steps to spend ``budget`` of its uncached work."""
+
+    def __init__(self, budget: float, num_blocks: int, end_span: float, partial: bool):
+        self.budget = budget
+        self.num_blocks = max(1, num_blocks)
+        self.end_span = end_span
+        self.partial = partial  # partial steps possible (the blocks form a chain)
+
+    # -- estimates ---------------------------------------------------------------------------
+
+    def _end_steps(self, fit, index: int, total: int) -> int:
+        """Steps after ``index`` the end-of-schedule guard will compute (with a margin)."""
+        count = 0
+        for j in range(index + 1, total):
+            t, before = fit.timestep(j), fit.timestep(j - 1)
+            size = before - t
+            if j == total - 1 or (size > 0 and t < END_MARGIN * self.end_span * size):
+                count += 1
+        return count
+
+    # -- per step ----------------------------------------------------------------------------
+
+    def begin(self, bs: BudgetState, index: int, timestep: float | None, may_reuse: bool,
+              has_cache: bool, probe_cost: float) -> Call:
+        """The call on step ``index`` of the generation (``may_reuse``: the shared guards let
+        it reuse; ``has_cache``: there is something to reuse; ``probe_cost``: one probe in
+        block-equivalents, 0 if the rule has none)."""
+        if timestep is not None and (not bs.timesteps or timestep < bs.timesteps[-1]):
+            bs.timesteps.append(timestep)
+        fit = fit_schedule(bs.timesteps) if len(bs.timesteps) >= 3 else None
+        if fit is None:
+            bs.last = {}
+            return Call(COMPUTE, "no schedule estimate yet")
+        total = fit.total_steps()
+        before = bs.estimated_steps
+        if before is not None and total != before and abs(
+                fit.end_index - (min(total, before) + 0.004)) < HYSTERESIS:
+            # The fit's end moved across a step boundary by a rounding error (schedules
+            # that round their timesteps to integers): keep the earlier estimate.
+            total = before
+        total = max(total, index + 1)
+        bs.estimated_steps = total
+        weight = max(fit.timestep(index) - fit.timestep(index + 1), 0.0)
+        blocks = self.num_blocks
+        end = self._end_steps(fit, index, total)
+        left = self.budget * total * blocks - bs.spent - end * blocks  # for this step on
+        free_steps = total - index - end  # this one included
+        probe = probe_cost / max(1, bs.streams)
+        rate = (left - probe * free_steps) / (blocks * free_steps) if free_steps > 0 else 0.0
+        bs.last = {"budget_rate": round(rate, 4), "estimated_steps": total,
+                   "budget_left": round(left / blocks, 4)}
+        if not may_reuse or free_steps <= 0:
+            # The guards (or the end) compute this step, as far as the budget reaches.
+            return self._within(bs, left, has_cache, "guards", weight)
+        if left >= free_steps * blocks - 1e-6:
+            return Call(COMPUTE, "budget covers every step left", weight=weight)
+        if left < blocks + probe - 1e-6:
+            # At most one step is left, not its probe: placed blindly among the free steps;
+            # less than a step computes its first blocks (a partial step), if it can.
+            k = min(int(round(left)), blocks)
+            k = self._partial(bs, left) if k < blocks else k
+            if k <= 0:
+                return Call(REUSE, "budget exhausted", weight=weight)
+            return Call(FREE, "no budget for the probe", rate=left / (blocks * free_steps),
+                        weight=weight, measure=False, free_steps=free_steps, blocks=k)
+        return Call(FREE, rate=rate, weight=weight, free_steps=free_steps, blocks=blocks)
+
+    def _within(self, bs: BudgetState, left: float, has_cache: bool, reason: str,
+                weight: float) -> Call:
+        """A step computed as far as ``left`` (block-equivalents) reaches: whole, its first
+        blocks (a partial step), or reused."""
+        k = int(round(left))
+        if k >= self.num_blocks or not has_cache:
+            return Call(COMPUTE, reason, weight=weight)
+        if k <= 0:
+            return Call(REUSE, "budget exhausted", weight=weight)
+        k = self._partial(bs, left)
+        if k:
+            return Call(PARTIAL, f"{reason}, budget remainder", blocks=k, weight=weight)
+        return Call(COMPUTE if reason == "guards" else REUSE, reason, weight=weight)
+
+    def _partial(self, bs: BudgetState, left: float) -> int:
+        """The blocks of a partial step spending ``left`` block-equivalents: those recorded at
+        the last computed step, when within a block of ``left``; else 0 (not possible)."""
+        k = bs.tail
+        if self.partial and k is not None and abs(k - left) <= 1.0:
+            return k
+        return 0
+
+    def decide(self, bs: BudgetState, call: Call, score: float | None) -> bool:
+        """Whether a free step computes, from the rule's ``score`` (None or not finite: no
+        information, the mean score is used).
+
+        ``C = rate x F`` computed steps are left for the ``F`` free steps (this one
+        included), so the reuses between them form ``C + 1`` runs (the end of the schedule
+        computes after the last) of ``(F - C) / (C + 1)`` steps on average. The step computes
+        when reusing it would take the current run's damage more than half a step's past that
+        of an average run. A constant score gives the evenly spaced schedule; the rate is
+        re-derived at every step, so the rounding of one run is paid back by the next."""
+        has = score is not None and math.isfinite(score) and score >= 0
+        if has:
+            bs.score_sum += score * call.weight
+            bs.score_count += 1
+        mean = bs.score_sum / bs.score_count if bs.score_count else 1.0
+        if mean <= 0:
+            mean = 1.0
+        damage = score * call.weight if has else mean
+        computes = call.rate * call.free_steps
+        # The reuses left, the current run's included, over the runs left.
+        run = (call.free_steps - computes + bs.run) / (computes + 1)
+        # The last free step spends what is left (a partial step's blocks at most): no
+        # later step can.
+        compute = call.free_steps <= 1 or bs.damage + damage / 2 > run * mean
+        bs.last.update(score=round(damage / mean, 4), run_damage=round(bs.damage / mean, 4),
+                       target_run=round(run, 4))
+        bs.damage = 0.0 if compute else bs.damage + damage
+        bs.run = 0 if compute else bs.run + 1
+        return compute
+
+    def account(self, bs: BudgetState, blocks: int, probed: bool, probe_cost: float,
+                computed: bool) -> int | None:
+        """Charge a step; returns the block a computed step should record the residual from
+        (the first bypassed block of a later partial step), or None."""
+        bs.spent += blocks + (probe_cost / max(1, bs.streams) if probed else 0.0)
+        bs.steps += 1
+        if computed:
+            bs.damage = 0.0
+            bs.run = 0
+        total = bs.estimated_steps or first_estimate(bs.timesteps)
+        if not (computed and self.partial and total):
+            return None
+        # What the budget will leave that is not a whole step: a later partial step's blocks.
+        b = self.num_blocks
+        remainder = (self.budget * total * b - bs.spent) % b
+        k = int(round(remainder))
+        bs.tail = k if 0 < k < b else None
+        return bs.tail
+
+    def fraction(self, bs: BudgetState) -> float | None:
+        """The fraction spent so far by this stream's decisions."""
+        return bs.spent / (bs.steps * self.num_blocks) if bs.steps else None

@@ -1,0 +1,221 @@
+"""``compute_budget``: the controller lands each generation on its budget, for any step count
+and scheduler, probes no step whose decision is forced, and reports what it spent."""
+
+import math
+
+import pytest
+import torch
+
+import pc_compile
+from pc_compile.config import PreciseCacheConfig
+from pc_compile.runtime.budget import BudgetController, BudgetState, first_estimate
+from tests.tiny_models import build
+
+STEPS = (10, 20, 30, 50, 100)
+SCHEDULERS = ("euler", "unipc", "dpmsolver++")
+
+
+def timesteps(kind: str, steps: int) -> list[float]:
+    """The timesteps a flow-matching pipeline (shift 3) passes with scheduler ``kind``."""
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
+
+    flow = dict(num_train_timesteps=1000, prediction_type="flow_prediction",
+                use_flow_sigmas=True, flow_shift=3.0, final_sigmas_type="zero")
+    if kind == "euler":
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    elif kind == "unipc":
+        scheduler = UniPCMultistepScheduler(**flow)
+    else:
+        scheduler = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", **flow)
+    scheduler.set_timesteps(steps)
+    return [float(t) for t in scheduler.timesteps.tolist()]  # one dtype: no recompile
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build("wan", num_layers=4)
+
+
+def compile_with(tiny, **options):
+    torch._dynamo.reset()
+    options = {"preset": "off", "piece_compiler": "eager", "probe_min_tokens": 1, **options}
+    return torch.compile(tiny.model, backend="precisecache", options=options)
+
+
+def generate(compiled, tiny, ts, conditions=(1, 2)):
+    """One generation: per step, one call per guidance condition (cond, then uncond), the
+    latent moving as a sampler's does."""
+    with torch.no_grad():
+        for t in ts:
+            latent = None
+            for c in conditions:
+                inputs = tiny.make_inputs(t, c)
+                if latent is None:
+                    latent = inputs["hidden_states"] * (0.5 + t / 2000)
+                inputs["hidden_states"] = latent
+                compiled(**inputs)
+
+
+@pytest.mark.parametrize("rule,budgets", [("lfcache", (0.465,)), ("none", (0.38, 0.63)),
+                                          ("sencache", (0.5,))])
+def test_every_generation_lands_within_002_of_its_budget(tiny, rule, budgets):
+    for budget in budgets:
+        compiled = compile_with(tiny, step_rule=rule, compute_budget=budget)
+        for kind in SCHEDULERS:
+            for steps in STEPS if rule != "sencache" else (10, 30):
+                generate(compiled, tiny, timesteps(kind, steps))
+                stats = pc_compile.stats(compiled)
+                spent = stats["compute_fraction"]
+                assert abs(spent - budget) <= 0.02, (rule, budget, kind, steps, spent)
+                assert stats["budget"] == {"asked": budget, "generations": [spent]}
+                pc_compile.reset(compiled)
+
+
+def test_the_probe_runs_only_on_steps_the_score_decides(tiny):
+    compiled = compile_with(tiny, step_rule="lfcache", compute_budget=0.465)
+    generate(compiled, tiny, timesteps("euler", 30))
+    stats = pc_compile.stats(compiled, detail=True)
+    trace = stats["per_stream"]["stream0"]["trace"]
+    probed = [e["step"] for e in trace if e["probed"]]
+    forced = [e for e in trace if e["budget_call"] != "free"]
+    assert probed and forced
+    assert stats["probe_evals"] == len(probed)
+    assert not any(e["probed"] for e in forced)
+    # The warm-up and the end of the schedule are forced and unprobed.
+    assert 0 not in probed and 1 not in probed and 29 not in probed
+    assert all(e["computed"] for e in trace if e["step"] in (0, 1, 28, 29))
+    # The follower never probes and takes the leader's decisions.
+    follower = stats["per_stream"]["stream1"]
+    assert follower["probe_evals"] == 0
+    assert [e["computed"] for e in follower["trace"]] == [e["computed"] for e in trace]
+
+
+def test_a_partial_step_lands_a_budget_finer_than_a_step(tiny):
+    # 10 steps at 0.38: two warm-up steps and the last one leave 0.8 of a step.
+    compiled = compile_with(tiny, compute_budget=0.38)
+    generate(compiled, tiny, timesteps("unipc", 10))
+    stats = pc_compile.stats(compiled, detail=True)
+    trace = stats["per_stream"]["stream0"]["trace"]
+    partial = [e for e in trace if e["computed"] and not all(e["blocks"])]
+    assert len(partial) == 1 and partial[0]["blocks"] == [True] * 3 + [False]
+    assert stats["block_bypasses"] == 2  # one block in each guidance branch
+    assert stats["compute_fraction"] == pytest.approx(0.375)
+
+
+def test_a_blind_budget_spaces_its_computed_steps_evenly(tiny):
+    compiled = compile_with(tiny, compute_budget=0.5)
+    generate(compiled, tiny, timesteps("euler", 30), conditions=(1,))
+    trace = pc_compile.stats(compiled, detail=True)["per_stream"]["stream0"]["trace"]
+    pattern = "".join("#" if e["computed"] else "." for e in trace)
+    # 15 computed steps: the first two, the last two (the end guard), 11 spread over the 26
+    # between them in runs of one or two reuses.
+    assert pattern.startswith("##") and pattern.endswith("##") and pattern.count("#") == 15
+    assert "..." not in pattern and "##" not in pattern[2:-2]
+
+
+def test_stats_report_the_budget_per_generation(tiny):
+    compiled = compile_with(tiny, compute_budget=0.63)
+    generate(compiled, tiny, timesteps("euler", 20))
+    generate(compiled, tiny, timesteps("unipc", 30))
+    stats = pc_compile.stats(compiled)
+    assert stats["budget"]["asked"] == 0.63
+    assert len(stats["budget"]["generations"]) == 2
+    assert all(abs(f - 0.63) <= 0.02 for f in stats["budget"]["generations"])
+    rows = stats["per_stream"]["stream0"]["generations_detail"]
+    assert [r["steps"] for r in rows] == [20, 30]
+    assert all(r["budget"] == 0.63 for r in rows)
+    assert stats["per_stream"]["stream0"]["budget"] == 0.63
+    # Without a budget, no budget keys.
+    plain = compile_with(tiny, step_rule="lfcache")
+    generate(plain, tiny, timesteps("euler", 10))
+    assert "budget" not in pc_compile.stats(plain)
+
+
+def test_a_budget_of_one_computes_everything_unprobed(tiny):
+    compiled = compile_with(tiny, step_rule="lfcache", compute_budget=1.0)
+    generate(compiled, tiny, timesteps("euler", 20))
+    stats = pc_compile.stats(compiled)
+    assert stats["skipped_steps"] == 0 and stats["probe_evals"] == 0
+    assert stats["compute_fraction"] == 1.0
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.01, math.nan, "0.5", True])
+def test_compute_budget_is_validated(bad):
+    with pytest.raises(ValueError, match="compute_budget"):
+        PreciseCacheConfig(step_rule="lfcache", compute_budget=bad)
+
+
+def test_compute_budget_with_a_block_rule_is_refused_clearly():
+    with pytest.raises(ValueError, match="compute_budget cannot be combined with block_rule"):
+        PreciseCacheConfig(block_rule="bwcache", compute_budget=0.5)
+    assert PreciseCacheConfig(step_rule="sencache", compute_budget=0.5).compute_budget == 0.5
+    assert PreciseCacheConfig(compute_budget=0.5).caches
+
+
+def test_the_controller_adds_no_host_read(tiny, monkeypatch):
+    reads = []
+    original = torch.Tensor.tolist
+
+    def counting(self):
+        reads.append(self.numel())
+        return original(self)
+
+    compiled = compile_with(tiny, compute_budget=0.5)
+    ts = timesteps("euler", 20)
+    monkeypatch.setattr(torch.Tensor, "tolist", counting)
+    generate(compiled, tiny, ts, conditions=(1,))
+    assert reads == []  # no step rule: nothing measured, nothing read
+
+
+def test_the_first_estimate_of_the_step_count():
+    for kind in SCHEDULERS:
+        for steps in (10, 20):
+            assert first_estimate(timesteps(kind, steps)[:2]) == steps
+    assert first_estimate([1000.0]) is None
+
+
+def test_forced_steps_are_not_measured():
+    controller = BudgetController(0.5, num_blocks=4, end_span=1.5, partial=True)
+    bs = BudgetState()
+    ts = timesteps("euler", 20)
+    calls = [controller.begin(bs, i, t, may_reuse=i >= 2, has_cache=True, probe_cost=0.1)
+             for i, t in enumerate(ts[:3])]
+    assert [c.kind for c in calls[:2]] == ["compute", "compute"]
+    assert calls[2].kind == "free" and calls[2].measure
+
+
+def test_the_trajectory_rule_predicts_the_extrapolation_error_of_a_curved_output():
+    from pc_compile.runtime.rules.base import RuleSetup, StepContext
+    from pc_compile.runtime.rules.trajectory import Trajectory, TrajectoryOptions
+
+    rule = Trajectory(TrajectoryOptions(traj_epsilon=0.01), RuleSetup())
+    state = rule.new_state()
+    base = torch.ones(8)
+
+    def v(t):  # a prediction that moves along a parabola in the timestep
+        return base * (1.0 + 1e-6 * t * t)
+
+    for t in (900.0, 800.0, 700.0):
+        rule.after_full_step(StepContext(step=0, timestep=t), state, v(t))
+    ctx = StepContext(step=3, timestep=600.0)
+    tensors = rule.measure(ctx, state)
+    verdict = rule.conclude(ctx, state, [float(x) for x in tensors])
+    # The line through 800 and 700 misses the parabola at 600 by 1e-6 x (600-700)(600-800).
+    line = v(700.0) + (v(700.0) - v(800.0)) * (600.0 - 700.0) / (700.0 - 800.0)
+    truth = (v(600.0) - line).abs().max() / v(700.0).abs().max()
+    assert verdict.score == pytest.approx(float(truth), rel=0.01)
+    assert verdict.reuse == (verdict.score <= 0.01) and verdict.extrapolate
+
+
+def test_the_trajectory_rule_under_a_budget_needs_no_probe(tiny):
+    compiled = compile_with(tiny, step_rule="trajectory", compute_budget=0.465)
+    generate(compiled, tiny, timesteps("unipc", 20))
+    stats = pc_compile.stats(compiled, detail=True)
+    assert stats["probe_evals"] == 0
+    assert abs(stats["compute_fraction"] - 0.465) <= 0.02
+    scored = [e for e in stats["per_stream"]["stream0"]["trace"] if "curvature" in e]
+    assert scored
