@@ -187,15 +187,16 @@ class StreamTable:
         evaluation of the same step if it did not change, else the next step."""
         first = state.counters.generations == 0 or state.ended
         known = timestep is not None and state.last_timestep is not None
-        state.counters.steps += 1
         if known and timestep == state.last_timestep and not first:
+            state.counters.steps += 1
             state.evaluation_in_step += 1
             return
         if first or (known and timestep > state.last_timestep):
-            state.start_generation()
+            state.start_generation()  # before counting this call: it belongs to the new one
         else:
             state.step_in_generation += 1
             state.evaluation_in_step = 0
+        state.counters.steps += 1
         state.previous_timestep = state.last_timestep
         state.last_timestep = timestep
 
