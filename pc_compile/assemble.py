@@ -8,17 +8,30 @@ subclass when the model cannot do what the configuration asks; deciding what to 
 The probe is the same module compiled a second time, at the probe's shape: the graph Dynamo
 hands over is specialised to the traced call's shapes, so the low-resolution network cannot be
 cut out of it. It is a graph of its own, partitioned and compiled like the first, never caching.
+Dynamo traces it through a function with a code object of its own per compiled graph
+(``probe_function``), so its cache entries never count against the recompile limit of the
+user's forward: a model compiled with precisecache takes as many shapes as plain torch.compile.
+It is compiled with the user's ``dynamic`` setting, read while Dynamo compiles the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import types
 import warnings
 
 import torch
 
-from pc_compile.capture import Capture, find_roles, input_names, layout_for, weights_input
+from pc_compile.capture import (
+    Capture,
+    find_roles,
+    input_names,
+    input_paths,
+    layout_for,
+    weights_input,
+)
 from pc_compile.config import PRESETS
 from pc_compile.errors import ProbeUnsupported
 from pc_compile.passes import run_passes
@@ -66,7 +79,8 @@ def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
         config=requested if requested is not None else config,
     )
     if needs_probe(config.step_rule):
-        graph.probe = build_probe(capture, names, roles.hidden, config, mode, probe_backend)
+        graph.probe = build_probe(capture, input_paths(gm, capture.owner), names, roles.hidden,
+                                  config, mode, probe_backend)
         engine.probe_cost = spec.num_blocks * graph.probe.token_ratio
         if graph.probe.token_ratio > 0.5:
             warnings.warn(
@@ -79,9 +93,11 @@ def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
     return graph
 
 
-def build_probe(capture: Capture, names: list, hidden_index, config, mode, probe_backend):
-    """A ``ProbeNetwork`` for the compiled module; ``names[i]`` is graph input i's argument.
-    Its pieces are compiled in the user's ``mode``, like the model's."""
+def build_probe(capture: Capture, paths: list, names: list, hidden_index, config, mode,
+                probe_backend):
+    """A ``ProbeNetwork`` for the compiled module; ``paths[i]`` is where graph input i lies in
+    the call (``roles.input_paths``), ``names[i]`` its argument. Its pieces are compiled in the
+    user's ``mode``, like the model's."""
     if capture.module is None or capture.call is None or hidden_index is None:
         raise ProbeUnsupported(
             f"step_rule={config.step_rule!r} runs a low-resolution probe of the model, which "
@@ -89,12 +105,51 @@ def build_probe(capture: Capture, names: list, hidden_index, config, mode, probe
         )
     call = capture.call
     layout = layout_for(capture.module, call, names[hidden_index])
-    bind = {i: n for i, n in enumerate(names) if n is not None and n in call}
+    bind = {i: p for i, p in enumerate(paths) if p is not None and p[0] in call}
     probe_config = dataclasses.replace(PRESETS["off"], piece_compiler=config.piece_compiler)
+    compiles = [0]
 
     def backend(probe_gm, probe_inputs, options=None, mode=None, user_mode=mode):
+        compiles[0] += 1
+        if compiles[0] == torch._dynamo.config.recompile_limit:
+            warnings.warn(
+                f"precisecache: the probe of {type(capture.module).__name__} was compiled for "
+                f"{compiles[0]} shapes by one graph of the model, Dynamo's recompile_limit; "
+                "past it the probe runs uncompiled (the model's own graph is not affected)",
+                stacklevel=2,
+            )
         return probe_backend(probe_gm, probe_inputs, probe_config, user_mode)
 
-    network = torch.compile(capture.module, backend=backend, dynamic=False)
+    compiled = torch.compile(probe_function(), backend=backend, dynamic=user_dynamic())
+    module = capture.module
+
+    def network(probe_call):
+        return compiled(module, probe_call)
+
     return ProbeNetwork(network, call, bind, layout, config.probe_downsample,
                         config.probe_min_tokens)
+
+
+def user_dynamic() -> bool | None:
+    """The ``dynamic`` the model is being compiled with (``torch.compile`` sets Dynamo's config
+    for the duration of the compile): True, False, or None (automatic)."""
+    settings = torch._dynamo.config
+    if not settings.assume_static_by_default:
+        return True
+    if not settings.automatic_dynamic_shapes:
+        return False
+    return None
+
+
+_probes = itertools.count()
+
+
+def _run_module(module, kwargs):
+    return module(**kwargs)
+
+
+def probe_function():
+    """A function that calls ``module(**kwargs)`` with a code object of its own: Dynamo keeps
+    its compiled entries (and counts its recompiles) per code object."""
+    code = _run_module.__code__.replace(co_name=f"precisecache_probe_{next(_probes)}")
+    return types.FunctionType(code, _run_module.__globals__, code.co_name)

@@ -123,8 +123,7 @@ class PreciseCacheConfig:
                     "the controller places whole computed steps, and a block rule's bypasses "
                     "would change what they cost; use a step rule (lfcache, sencache) or none"
                 )
-        if not isinstance(self.max_streams, int) or self.max_streams < 1:
-            raise ValueError(f"max_streams must be an integer >= 1, got {self.max_streams!r}")
+        checks.integer("max_streams", self.max_streams, low=1)
 
     @property
     def caches(self) -> bool:
@@ -221,6 +220,11 @@ DEFAULT_PRESET = "turbo"
 def config_from_options(options: dict | None) -> PreciseCacheConfig:
     """Build a config from ``torch.compile``'s ``options``: ``preset`` plus overrides, each a
     shared field or a registered rule's option."""
+    if options is not None and not isinstance(options, dict):
+        hint = (f"; for a preset write options={{'preset': {options!r}}}"
+                if isinstance(options, str) else "")
+        raise TypeError(f"precisecache options must be a dict, got {type(options).__name__} "
+                        f"{options!r}{hint}")
     options = dict(options or {})
     preset = options.pop("preset", DEFAULT_PRESET)
     if preset not in PRESETS:

@@ -1,10 +1,10 @@
 """``stats`` and ``reset``: what a compiled model computed and reused, and starting afresh.
 
 ``stats(compiled)`` sums the counters of every graph Dynamo compiled for the model and lists
-each guidance stream. ``compute_fraction`` is block evaluations (probe cost included, in
-block-equivalents) over steps x blocks: 1.0 for plain computation, lower when caching.
-``fallbacks`` lists what of the model runs a lower tier than asked, and why. Under a
-``compute_budget``, ``budget`` gives the budget asked and the fraction each generation spent
+each guidance stream. ``compute_fraction`` is block evaluations (the probe's cost included, in
+block-equivalents at each call's shape) over steps x blocks: 1.0 for plain computation, lower
+when caching. ``fallbacks`` lists what of the model runs a lower tier than asked, and why. Under
+a ``compute_budget``, ``budget`` gives the budget asked and the fraction each generation spent
 over its streams, and each stream's ``generations_detail`` its own per generation.
 """
 
@@ -42,7 +42,7 @@ def stats(compiled, detail: bool = False) -> dict:
             c = state.counters.as_dict()
             for name in COUNTERS:
                 totals[name] += c[name]
-            work = c["block_evals"] + c["probe_evals"] * graph.engine.probe_cost
+            work = c["block_evals"] + c["probe_work"]
             slots = c["steps"] * blocks
             block_work += work
             block_slots += slots
@@ -52,7 +52,7 @@ def stats(compiled, detail: bool = False) -> dict:
                                                             "work": []}
                 detail_rows = []
                 for g, gen in enumerate(state.generations()):
-                    g_work = gen["block_evals"] + gen["probe_evals"] * graph.engine.probe_cost
+                    g_work = gen["block_evals"] + gen["probe_work"]
                     g_slots = gen["steps"] * blocks
                     detail_rows.append({"steps": gen["steps"], "budget": controller.budget,
                                         "compute_fraction": g_work / g_slots})

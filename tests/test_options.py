@@ -37,6 +37,17 @@ def test_bad_values_are_clear_errors():
     assert config_from_options({"probe_downsample": [1, 2, 2]}).probe_downsample == (1, 2, 2)
 
 
+def test_options_that_are_not_a_dict_and_booleans_for_integers_are_refused():
+    with pytest.raises(TypeError, match=r"options must be a dict, got str 'turbo'; for a preset "
+                                        r"write options=\{'preset': 'turbo'\}"):
+        config_from_options("turbo")
+    with pytest.raises(TypeError, match="options must be a dict, got list"):
+        config_from_options([("preset", "off")])
+    for name in ("max_streams", "warmup_steps", "max_reuse"):
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= .*, got True"):
+            config_from_options({name: True})
+
+
 def test_presets_and_overrides():
     assert config_from_options(None) == PRESETS["turbo"]  # the default
     flash = config_from_options({"preset": "flash"})

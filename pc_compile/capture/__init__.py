@@ -11,10 +11,16 @@ Imports torch only: never the runtime, which receives ``InputRoles`` and ``Layou
 from pc_compile.capture.dynamo import Capture, capture, compiled_original
 from pc_compile.capture.layout_registry import layout_for, register_layout
 from pc_compile.capture.layouts import DenseLayout, Grid, Layout, PackedLayout
-from pc_compile.capture.roles import InputRoles, find_roles, input_names, weights_input
+from pc_compile.capture.roles import (
+    InputRoles,
+    find_roles,
+    input_names,
+    input_paths,
+    weights_input,
+)
 
 __all__ = [
     "Capture", "capture", "compiled_original", "layout_for", "register_layout", "DenseLayout",
-    "Grid", "Layout", "PackedLayout", "InputRoles", "find_roles", "input_names",
+    "Grid", "Layout", "PackedLayout", "InputRoles", "find_roles", "input_names", "input_paths",
     "weights_input",
 ]

@@ -72,6 +72,49 @@ def input_names(gm: torch.fx.GraphModule, owner) -> list[str | None]:
     return names
 
 
+_ROOT_ARG = re.compile(r"^L\['args'\]\[(\d+)\]|^L\['kwargs'\]\['(\w+)'\]|^L\['(\w+)'\]")
+_ITEM = re.compile(r"\[(\d+)\]|\['([^']*)'\]")
+
+
+def input_paths(gm: torch.fx.GraphModule, owner) -> list[tuple[str, tuple] | None]:
+    """Per placeholder, ``(argument, path)`` when the input is an argument of the forward or an
+    item inside one: ``("hidden_states", ())`` for ``L['kwargs']['hidden_states']``,
+    ``("img_shapes", (0, 0, 1))`` for ``L['kwargs']['img_shapes'][0][0][1]`` (an int a dynamic
+    graph takes as an input). None: a parameter, a buffer, a size read off a tensor."""
+    positional: list[str] = []
+    if isinstance(owner, torch.nn.Module):
+        try:
+            positional = list(inspect.signature(owner.forward).parameters)
+        except (TypeError, ValueError):
+            positional = []
+    paths: list[tuple[str, tuple] | None] = []
+    for source in graph_input_sources(gm):
+        paths.append(_argument_path(source, positional) if isinstance(source, str) else None)
+    return paths
+
+
+def _argument_path(source: str, positional: list[str]) -> tuple[str, tuple] | None:
+    root = _ROOT_ARG.match(source)
+    if root is None:
+        return None
+    index, keyword, local = root.groups()
+    if index is not None:
+        i = int(index)
+        name = positional[i] if i < len(positional) else f"arg{i}"
+    else:
+        name = keyword if keyword is not None else local
+    if name == "self":
+        return None
+    rest, path = source[root.end():], []
+    while rest:
+        item = _ITEM.match(rest)
+        if item is None:
+            return None  # an attribute or a method call (a tensor's size): not an argument
+        path.append(int(item.group(1)) if item.group(1) is not None else item.group(2))
+        rest = rest[item.end():]
+    return name, tuple(path)
+
+
 def find_roles(names: list[str | None], weights=(None, None)) -> InputRoles:
     """The roles of the inputs named ``names`` (``weights``: from ``weights_input``)."""
 

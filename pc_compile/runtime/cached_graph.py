@@ -83,7 +83,13 @@ class CachedGraph:
         # then multiplies by its scale.
         group = (self._identity_of(self.roles.hidden, inputs), timestep)
         leader = table.shared_decision(group, state)
+        probes = state.counters.probe_evals
         plan = self.engine.plan_step(state, inputs, self, leader)
+        if self.probe is not None and state.counters.probe_evals != probes:
+            # The probe's cost at this call's shape (a graph may serve several shapes).
+            cost = self.spec.num_blocks * self.probe.last_ratio
+            state.counters.probe_work += (state.counters.probe_evals - probes) * cost
+            self.engine.probe_cost = cost
         if leader is None:
             table.record_decision(group, state, plan)
         if plan.reuse is not None:

@@ -71,8 +71,42 @@ def compile_piece(module: torch.fx.GraphModule, example_args: list, options: dic
     extra = {}
     if "donate_graph_module" in inspect.signature(standalone).parameters:
         extra["donate_graph_module"] = True  # ``piece`` is our copy: no second copy needed
-    return standalone(piece, list(example_args), dynamic_shapes="from_example_inputs",
-                      options={"config_patches": options}, **extra)
+    if not is_symbolic(module):
+        return standalone(piece, list(example_args), dynamic_shapes="from_example_inputs",
+                          options={"config_patches": options}, **extra)
+    # A piece of a graph Dynamo traced with dynamic sizes: specialised to this call's concrete
+    # layout like any other (the executor keeps one kernel per layout).
+    try:
+        return standalone(piece, list(example_args), dynamic_shapes="from_example_inputs",
+                          options={"config_patches": options}, **extra)
+    except Exception as error:  # noqa: BLE001 - Inductor's own errors on symbolic graphs
+        # A float Dynamo made symbolic under dynamic=True (a layer norm's eps, read with
+        # ``.item()``) is data-dependent in a fresh shape environment
+        # (``GuardOnDataDependentSymNode``); compiling in Dynamo's own fake mode
+        # (``from_graph``) asks for a new Dynamo trace instead (TensorifyScalarRestartAnalysis).
+        # This piece runs uncompiled, said once.
+        key = f"symbolic:{type(error).__name__}"
+        if key not in _said:
+            _said.add(key)
+            message = ("precisecache: a piece of a graph traced with dynamic shapes could not "
+                       f"be compiled by Inductor ({type(error).__name__}); it runs uncompiled "
+                       "(compile with dynamic=None or dynamic=False to compile every piece)")
+            log.debug("%s: %s", message, error)
+            warnings.warn(message, UserWarning, stacklevel=3)
+        return module
+
+
+def is_symbolic(module: torch.fx.GraphModule) -> bool:
+    """Whether ``module``'s inputs carry symbolic sizes or values (a dynamic Dynamo graph)."""
+    for node in module.graph.find_nodes(op="placeholder"):
+        value = node.meta.get("val", node.meta.get("example_value"))
+        if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return True
+        if isinstance(value, torch.Tensor) and any(
+            isinstance(d, torch.SymInt) for d in (*value.shape, *value.stride())
+        ):
+            return True
+    return False
 
 
 def _compile_fx(piece, example_args, options):

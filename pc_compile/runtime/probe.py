@@ -49,34 +49,69 @@ def probe_grid(grid, factors: tuple[int, int, int], min_tokens: int):
 class ProbeNetwork:
     """Runs the network at the probe size and returns its prediction as dense video.
 
-    ``network(**call)`` is the model compiled for the probe (a graph of its own, traced at the
-    probe's shape); ``template`` is the model's call at compile time, into which each step's
-    graph inputs are put back (``bind``: graph input index -> argument name).
+    ``network(call)`` runs the model compiled for the probe (graphs of their own, traced at the
+    probe's shapes) on the arguments ``call``; ``template`` is the model's call at compile time,
+    into which each call's graph inputs are put back (``bind``: graph input index ->
+    ``(argument, path)``, the path indexing into a nested argument, e.g. QwenImage's
+    ``img_shapes``: a graph traced with dynamic sizes takes those ints as inputs). The grid is
+    read from each call, so a graph that serves several shapes probes each at its own size;
+    ``last_ratio`` is the probe's share of the tokens at the last call (its cost, per
+    evaluation, in full-step equivalents).
     """
 
-    def __init__(self, network, template: dict, bind: dict[int, str], layout,
+    GRIDS = 64  # probe grids remembered (by full grid)
+
+    def __init__(self, network, template: dict, bind: dict[int, tuple[str, tuple]], layout,
                  factors: tuple[int, int, int], min_tokens: int):
         self.network = network
         self.template = template
         self.bind = bind
         self.layout = layout
-        full = layout.grid(template)
-        self.full_grid = full
-        self.grid = probe_grid(full, factors, min_tokens)
-        self.token_ratio = (
-            self.grid.frames * self.grid.height * self.grid.width
-            / (full.frames * full.height * full.width)
-        )
+        self.factors = factors
+        self.min_tokens = min_tokens
+        self._grids: dict = {}
+        self.full_grid, self.grid = self.grids(template)
+        self.token_ratio = self.last_ratio = ratio(self.grid, self.full_grid)
+
+    def grids(self, call: dict):
+        """(the call's grid, the probe's grid for it)."""
+        full = self.layout.grid(call)
+        grid = self._grids.get(full)
+        if grid is None:
+            if len(self._grids) >= self.GRIDS:
+                self._grids.pop(next(iter(self._grids)))
+            grid = self._grids[full] = probe_grid(full, self.factors, self.min_tokens)
+        return full, grid
 
     def call_of(self, inputs) -> dict:
         call = dict(self.template)
-        for index, name in self.bind.items():
-            call[name] = inputs[index]
+        for index, (name, path) in self.bind.items():
+            call[name] = put(call.get(name), path, inputs[index])
         return call
 
     def __call__(self, inputs) -> torch.Tensor:
         call = self.call_of(inputs)
-        result = self.network(**self.layout.probe_call(call, self.grid))
+        full, grid = self.grids(call)
+        self.last_ratio = ratio(grid, full)
+        result = self.network(self.layout.probe_call(call, grid))
         output = result[0] if isinstance(result, (tuple, list)) else getattr(result, "sample",
                                                                               result)
-        return self.layout.output_video(output, call, self.grid)
+        return self.layout.output_video(output, call, grid)
+
+
+def ratio(grid, full) -> float:
+    """The probe's tokens over the full latent's."""
+    return (grid.frames * grid.height * grid.width) / (full.frames * full.height * full.width)
+
+
+def put(container, path: tuple, value):
+    """``container`` with the item at ``path`` replaced by ``value`` (copies along the path;
+    tuples stay tuples)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(container, dict):
+        return {**container, head: put(container[head], rest, value)}
+    items = list(container)
+    items[head] = put(items[head], rest, value)
+    return tuple(items) if isinstance(container, tuple) else items

@@ -60,6 +60,7 @@ class StreamCounters:
     full_steps: int = 0
     skipped_steps: int = 0
     probe_evals: int = 0
+    probe_work: float = 0.0  # what the probe cost, in block evaluations (its share of tokens)
     block_evals: int = 0
     block_bypasses: int = 0
     generations: int = 0

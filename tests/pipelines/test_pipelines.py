@@ -142,18 +142,34 @@ def test_dynamic_settings_run_what_plain_compile_runs(dynamic):
         assert relative_error(out, ref) <= OFF_TOLERANCE, (dynamic, call)
 
 
-@pytest.mark.parametrize("name", ["wan", "flux"])
-def test_resolutions_a_b_a_with_inductor_match_plain_compile(name):
+@pytest.mark.parametrize("name,dynamic", [("wan", None), ("flux", None), ("wan", True)])
+def test_resolutions_a_b_a_with_inductor_match_plain_compile(name, dynamic):
     """Dynamo serves B (and A again) from a dynamic graph; each piece must compile again
-    without reusing a GraphModule Inductor rewrote in place."""
+    without reusing a GraphModule Inductor rewrote in place. Under dynamic=True the pieces
+    are specialised per concrete layout (those Inductor cannot specialise run uncompiled)."""
     calls = [("A", 1, 2, None), ("B", 1, 2, None), ("A", 1, 2, None)]
     tiny = fresh(name)
-    factory.compile_transformers(tiny, backend="inductor")
+    factory.compile_transformers(tiny, backend="inductor", dynamic=dynamic)
     reference = play(tiny, calls)
     tiny = fresh(name)
-    factory.compile_transformers(tiny, options={"preset": "off"})
+    factory.compile_transformers(tiny, options={"preset": "off"}, dynamic=dynamic)
     for call, out, ref in zip(calls, play(tiny, calls), reference):
         assert relative_error(out, ref) <= 1e-4, call
+
+
+def test_six_resolutions_in_a_row_take_no_recompile_slot_of_the_model():
+    """dynamic=False: plain torch.compile compiles the forward once per resolution; ours must
+    compile the forward exactly as often (the probe has code objects of its own) and serve
+    every call from the cached graph, never hitting Dynamo's recompile limit."""
+    from tests.pipelines.matrix import resolutions_in_a_row
+
+    result = resolutions_in_a_row(6, "turbo", "wan", dynamic=False)
+    plain, ours = result["eager"], result["precisecache"]
+    assert plain["per_resolution"] == [1] * 6 and plain["limit_hit"] is None
+    assert ours["limit_hit"] is None
+    assert ours["cached_calls"] == ours["expected_calls"] == 24
+    # One graph of the forward and one of the probe per resolution.
+    assert ours["per_resolution"] == [2] * 6
 
 
 def test_streams_are_named_by_the_pipelines_cache_context_without_a_recompile():
