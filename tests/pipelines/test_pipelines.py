@@ -117,7 +117,14 @@ def test_caching_presets_stay_close_to_the_uncached_output(name, scheduler, pres
     assert all(s["generations"] == 1 for s in stats["per_stream"].values())
 
 
-@pytest.mark.parametrize("name", ["wan", "cogvideox"])
+# Known open bug (issue 16, "short schedules cost more than no caching"): at 10 CogVideoX DDIM
+# steps turbo's probe runs on steps whose decision is forced (warm-up, end of schedule, run cap)
+# and the generation spends 1.067 of the uncached work. strict: this fails once it is fixed.
+SHORT_SCHEDULE_BUG = pytest.mark.xfail(
+    strict=True, reason="the probe runs on forced steps: 10 steps cost 1.067 (issue 16)")
+
+
+@pytest.mark.parametrize("name", ["wan", pytest.param("cogvideox", marks=SHORT_SCHEDULE_BUG)])
 def test_step_counts_30_10_50_never_cost_more_than_no_caching(name):
     tiny = fresh(name)
     compiled = factory.compile_transformers(tiny, options={"preset": "turbo", **EAGER})
