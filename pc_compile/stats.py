@@ -33,6 +33,7 @@ def stats(compiled, detail: bool = False) -> dict:
     streams = {}
     owner = compiled_original(compiled)
     for number, (graph, table) in enumerate(_tables(compiled, owner)):
+        graph.engine.settle()  # values no decision needed, not read yet: read now, at once
         blocks = graph.spec.num_blocks
         for state in table.all_streams():
             c = state.counters.as_dict()
@@ -60,5 +61,6 @@ def stats(compiled, detail: bool = False) -> dict:
 
 def reset(compiled) -> None:
     """Start a new generation: drop every cache and counter of ``compiled``."""
-    for _, table in _tables(compiled):
+    for graph, table in _tables(compiled):
+        graph.engine.later.clear()
         table.reset()

@@ -27,6 +27,7 @@ from pc_compile.runtime.executor import (
 )
 from pc_compile.runtime.plan import BlockRecord, StepPlan
 from pc_compile.runtime.state import StreamState, StreamTable, tensor_identity
+from pc_compile.runtime.timestep import TimestepReader
 
 
 class CachedGraph:
@@ -52,6 +53,7 @@ class CachedGraph:
         # never share a cache even when they share this graph.
         self.tables: dict[tuple, StreamTable] = {}
         self.probe = None  # a ProbeNetwork, set by the front when a step rule needs one
+        self.timesteps = TimestepReader()
         blocks = spec.blocks
         self.first_block, self.last_block = blocks[0], blocks[-1]
         self.chain_pairs = chain_pairs(spec)
@@ -66,6 +68,12 @@ class CachedGraph:
             return self.run_full(inputs, None)[0]
         table = self.table_for(self._weights_key(inputs))
         state = table.lookup(self._identity(inputs), self._signature(inputs))
+        if not self.engine.caches:
+            # Nothing is decided: steps are counted without reading the timestep (a new
+            # generation is not told apart, and nothing depends on it).
+            table.enter_step(state, None)
+            state.counters.full_steps += 1
+            return self.run_full(inputs, None, state=state)[0]
         timestep = self._timestep(inputs)
         table.enter_step(state, timestep)
         # Guidance branches of one step (same latent, same timestep) take one decision: the
@@ -74,6 +82,8 @@ class CachedGraph:
         # then multiplies by its scale.
         group = (self._identity_of(self.roles.hidden, inputs), timestep)
         leader = table.shared_decision(group, state)
+        if leader is not None:
+            self.engine.follow(table._group[1], state)
         plan = self.engine.plan_step(state, inputs, self, leader)
         if leader is None:
             table.record_decision(group, state, plan)
@@ -195,10 +205,7 @@ class CachedGraph:
     def _timestep(self, inputs: Sequence) -> float | None:
         if self.roles.timestep is None:
             return None
-        t = inputs[self.roles.timestep]
-        if isinstance(t, torch.Tensor):
-            return float(t.reshape(-1)[0])
-        return float(t)
+        return self.timesteps.value(inputs[self.roles.timestep])
 
 
 
