@@ -3,7 +3,9 @@
 ``stats(compiled)`` sums the counters of every graph Dynamo compiled for the model and lists
 each guidance stream. ``compute_fraction`` is block evaluations (probe cost included, in
 block-equivalents) over steps x blocks: 1.0 for plain computation, lower when caching.
-``fallbacks`` lists what of the model runs a lower tier than asked, and why.
+``fallbacks`` lists what of the model runs a lower tier than asked, and why. ``kept_bytes`` is
+what the streams keep across steps (reuse history, rule states), per stream in
+``per_stream[name]["kept_bytes"]`` with its split in ``per_stream[name]["kept"]``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def stats(compiled, detail: bool = False) -> dict:
     totals = {name: 0 for name in COUNTERS}
     block_work = 0.0
     block_slots = 0
+    kept_total = 0
     streams = {}
     owner = compiled_original(compiled)
     for number, (graph, table) in enumerate(_tables(compiled, owner)):
@@ -43,7 +46,10 @@ def stats(compiled, detail: bool = False) -> dict:
             slots = c["steps"] * blocks
             block_work += work
             block_slots += slots
-            entry = dict(c, blocks=blocks, compute_fraction=work / slots if slots else 1.0)
+            kept = graph.engine.kept(state)
+            kept_total += sum(kept.values())
+            entry = dict(c, blocks=blocks, compute_fraction=work / slots if slots else 1.0,
+                         kept_bytes=sum(kept.values()), kept=kept)
             if detail:
                 entry["trace"] = list(state.trace)
             key = state.name if number == 0 else f"graph{number}/{state.name}"
@@ -55,6 +61,7 @@ def stats(compiled, detail: bool = False) -> dict:
         streams=len(streams),
         compute_fraction=block_work / block_slots if block_slots else 1.0,
         per_stream=streams,
+        kept_bytes=kept_total,
         fallbacks=registry.fallbacks_of(owner),
     )
 
