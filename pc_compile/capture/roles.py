@@ -49,14 +49,19 @@ def weights_input(gm: torch.fx.GraphModule, example_inputs) -> tuple[int | None,
     return None, None
 
 
-def input_names(gm: torch.fx.GraphModule, owner) -> list[str | None]:
-    """Per placeholder, the forward argument it is (None: a parameter, buffer or size)."""
-    positional: list[str] = []
+def _forward_parameters(owner) -> list[str]:
+    """The names of ``owner.forward``'s parameters, in order (none for a function's code)."""
     if isinstance(owner, torch.nn.Module):
         try:
-            positional = list(inspect.signature(owner.forward).parameters)
+            return list(inspect.signature(owner.forward).parameters)
         except (TypeError, ValueError):
-            positional = []
+            pass
+    return []
+
+
+def input_names(gm: torch.fx.GraphModule, owner) -> list[str | None]:
+    """Per placeholder, the forward argument it is (None: a parameter, buffer or size)."""
+    positional = _forward_parameters(owner)
     names: list[str | None] = []
     for source in graph_input_sources(gm):
         name = None
@@ -81,12 +86,7 @@ def input_paths(gm: torch.fx.GraphModule, owner) -> list[tuple[str, tuple] | Non
     item inside one: ``("hidden_states", ())`` for ``L['kwargs']['hidden_states']``,
     ``("img_shapes", (0, 0, 1))`` for ``L['kwargs']['img_shapes'][0][0][1]`` (an int a dynamic
     graph takes as an input). None: a parameter, a buffer, a size read off a tensor."""
-    positional: list[str] = []
-    if isinstance(owner, torch.nn.Module):
-        try:
-            positional = list(inspect.signature(owner.forward).parameters)
-        except (TypeError, ValueError):
-            positional = []
+    positional = _forward_parameters(owner)
     paths: list[tuple[str, tuple] | None] = []
     for source in graph_input_sources(gm):
         paths.append(_argument_path(source, positional) if isinstance(source, str) else None)
