@@ -36,6 +36,7 @@ def stats(compiled, detail: bool = False) -> dict:
     budget = None  # per generation index: [work, slots], over the streams of budgeted graphs
     owner = compiled_original(compiled)
     for number, (graph, table) in enumerate(_tables(compiled, owner)):
+        graph.engine.settle()  # values no decision needed, not read yet: read now, at once
         blocks = graph.spec.num_blocks
         controller = getattr(graph.engine, "budget", None)
         for state in table.all_streams():
@@ -85,5 +86,6 @@ def stats(compiled, detail: bool = False) -> dict:
 
 def reset(compiled) -> None:
     """Start a new generation: drop every cache and counter of ``compiled``."""
-    for _, table in _tables(compiled):
+    for graph, table in _tables(compiled):
+        graph.engine.later.clear()
         table.reset()

@@ -27,6 +27,7 @@ from pc_compile.runtime.executor import (
 )
 from pc_compile.runtime.plan import BlockRecord, StepPlan
 from pc_compile.runtime.state import StreamState, StreamTable, tensor_identity
+from pc_compile.runtime.timestep import TimestepReader
 
 
 class CachedGraph:
@@ -58,6 +59,7 @@ class CachedGraph:
         # Called with the key of a set of weights this graph meets for the first time (another
         # instance of the model class, served by this graph without a compile of its own).
         self.on_new_weights = None
+        self.timesteps = TimestepReader()
         blocks = spec.blocks
         self.first_block, self.last_block = blocks[0], blocks[-1]
         self.chain_pairs = chain_pairs(spec)
@@ -84,6 +86,8 @@ class CachedGraph:
         group = (self._identity_of(self.roles.hidden, inputs), timestep)
         leader = table.shared_decision(group, state)
         probes = state.counters.probe_evals
+        if leader is not None:
+            self.engine.follow(table.decider(), state)
         plan = self.engine.plan_step(state, inputs, self, leader)
         if self.probe is not None and state.counters.probe_evals != probes:
             # The probe's cost at this call's shape (a graph may serve several shapes).
@@ -220,10 +224,7 @@ class CachedGraph:
     def _timestep(self, inputs: Sequence) -> float | None:
         if self.roles.timestep is None:
             return None
-        t = inputs[self.roles.timestep]
-        if isinstance(t, torch.Tensor):
-            return float(t.reshape(-1)[0])
-        return float(t)
+        return self.timesteps.value(inputs[self.roles.timestep])
 
 
 

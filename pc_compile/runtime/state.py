@@ -217,6 +217,10 @@ class StreamTable:
             return None
         return reuse
 
+    def decider(self) -> StreamState | None:
+        """The stream that took the last recorded decision."""
+        return None if self._group is None else self._group[1]
+
     def record_decision(self, group: tuple, state: StreamState, plan) -> None:
         """``state`` decided this step's ``plan``: the other streams of ``group`` follow it."""
         self._group = (group, state, plan)

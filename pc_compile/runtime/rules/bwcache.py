@@ -43,7 +43,7 @@ import torch
 
 from pc_compile.runtime import checks
 from pc_compile.runtime.plan import BlockRecord
-from pc_compile.runtime.rules.base import BlockPlan, RuleSetup, StepContext
+from pc_compile.runtime.rules.base import BlockPlan, Later, RuleSetup, StepContext
 from pc_compile.runtime.rules.registry import register_block_rule
 
 BW_SCOPES = ("block", "mean")
@@ -100,7 +100,12 @@ class BWCache:
         return state.left
 
     def measure(self, ctx: StepContext, state: BWCacheState):
-        return None if state.pending is None else [state.pending]
+        if state.pending is None:
+            return None
+        if ctx.warmup or ctx.near_end:  # every block computes: the values go to the trace only
+            pending, state.pending = state.pending, None
+            return Later([pending], lambda numbers: [v if v == v else None for v in numbers[0]])
+        return [state.pending]
 
     def conclude(self, ctx: StepContext, state: BWCacheState, numbers: list) -> list:
         """Turn the host copy of the measurements into reuse decisions; returns them."""

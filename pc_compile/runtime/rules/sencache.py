@@ -119,6 +119,10 @@ class SenCache:
         if anchor is None or anchor.sensitivity is None:  # nothing measured yet: compute
             return None
         predicted = anchor.sensitivity * rms(ctx.latent - anchor.x) / anchor.scale
+        if not ctx.may_reuse:  # the step computes: the prediction only goes to the trace
+            info = {"metric": predicted, "threshold": self.epsilon,
+                    "sensitivity": anchor.sensitivity}
+            return Verdict(reuse=False, extrapolate=self.extrapolate, info=info)
         return [predicted, anchor.sensitivity]
 
     def conclude(self, ctx: StepContext, state: SenCacheState, numbers: list) -> Verdict:
