@@ -14,8 +14,10 @@ tensor is a synchronisation on a GPU. Pipelines make this cheap to avoid:
   object, same version): its value is the one already known;
 * a Python number is not a device value.
 
-Anything else (a fresh timestep tensor per call that is no view of a schedule) is read: one
-read per step.
+Anything else (a fresh timestep tensor per step that is no view of a schedule, as Flux's and
+HunyuanVideo's pipelines pass after ``.to(dtype)``) is read once per step, by the first guidance
+branch. On a step whose rules measure, that read comes before the rules' own read (LFCache
+needs the timestep to extrapolate the probe's spectra): two reads there, not yet one.
 """
 
 from __future__ import annotations
