@@ -30,6 +30,7 @@ from pc_compile.errors import OptionUnsupported
 from pc_compile.runtime.budget import COMPUTE, FREE, PARTIAL, BudgetController, BudgetState
 from pc_compile.runtime.guards import Guards
 from pc_compile.runtime.host import read_host
+from pc_compile.runtime.memory import kept_bytes
 from pc_compile.runtime.plan import BlockRecord, ReuseForm, StepPlan
 from pc_compile.runtime.reuse import ReuseHistory, form_for
 from pc_compile.runtime.rules import registry
@@ -172,6 +173,18 @@ class Engine:
             else:
                 metric = self.block_rule.conclude(ctx, memory.block, block_numbers)
         return form, verdict, metric
+
+    def kept(self, state: StreamState) -> dict:
+        """Bytes ``state`` keeps across steps: the reuse history (outputs, chain residuals),
+        the step rule's state (probe spectra, anchors), the block rule's (residuals,
+        outputs); each storage counted once."""
+        memory = state.memory
+        if memory is None:
+            return {"history": 0, "step_rule": 0, "block_rule": 0}
+        seen: set = set()
+        return {"history": kept_bytes(memory.history, seen),
+                "step_rule": kept_bytes(memory.step, seen),
+                "block_rule": kept_bytes(memory.block, seen)}
 
     def follow(self, leader: StreamState, follower: StreamState) -> None:
         """``follower`` follows ``leader``'s decision at this step: at its next step, the
