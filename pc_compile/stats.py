@@ -5,9 +5,9 @@ each guidance stream. ``compute_fraction`` is block evaluations (the probe's cos
 block-equivalents at each call's shape) over steps x blocks: 1.0 for plain computation, lower
 when caching. ``fallbacks`` lists what of the model runs a lower tier than asked, and why. Under
 a ``compute_budget``, ``budget`` gives the budget asked and the fraction each generation spent
-over its streams, and each stream's ``generations_detail`` its own per generation. ``kept_bytes`` is what the
-streams keep across steps (reuse history, rule states), per stream in
-``per_stream[name]["kept_bytes"]`` with its split in ``per_stream[name]["kept"]``.
+over its streams, and each stream's ``generations_detail`` its own per generation.
+``kept_bytes`` is what the streams keep across steps (reuse history, rule states), per stream
+in ``per_stream[name]["kept_bytes"]`` with its split in ``per_stream[name]["kept"]``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ calls per step, 20 steps), counted with ``tests/host_reads.py``:
 * none on the second guidance branch (its decision and its block rule's measurements travel
   in the first branch's read);
 * none on the warm-up steps after the first: their decision is fixed. The first step of a
-  generation reads the schedule once (a new generation is told by its timesteps, and this
+  generation reads the schedule once (preset off too, and nothing else) (a new generation is told by its timesteps, and this
   copy gives every later step's timestep without a read). BlockCache is the exception: its
   plan bypasses blocks in the warm-up too, so its ranking is read where it is refreshed.
 """
@@ -55,7 +55,9 @@ def test_one_read_per_step_none_on_uncond_none_in_warm_up(label, options):
             assert [per_step[i] for i in range(1, config.warmup_steps)] == \
                 [0] * (config.warmup_steps - 1)
     else:
-        assert reads.count == 0  # preset off reads nothing
+        # Preset off decides nothing; it reads the schedule once per generation, to tell
+        # generations apart for ``stats`` (``generations``, per-generation fractions).
+        assert per_step[0] == 1 and reads.count == 1
     assert stats["steps"] == 2 * STEPS
 
 

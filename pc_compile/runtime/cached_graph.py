@@ -60,6 +60,9 @@ class CachedGraph:
         # instance of the model class, served by this graph without a compile of its own).
         self.on_new_weights = None
         self.timesteps = TimestepReader()
+        # False for the probe's own graphs: their calls run every piece and are no steps (no
+        # stream, no timestep read).
+        self.counts_steps = True
         blocks = spec.blocks
         self.first_block, self.last_block = blocks[0], blocks[-1]
         self.chain_pairs = chain_pairs(spec)
@@ -72,6 +75,8 @@ class CachedGraph:
         ):
             # Training or gradients through the denoiser: caching would change the gradient.
             return self.run_full(inputs, None)[0]
+        if not self.counts_steps:
+            return self.run_full(inputs, None)[0]
         weights = self._weights_key(inputs)
         table = self.table_for(weights)
         reader = self.stream_names.get(weights)
@@ -79,6 +84,7 @@ class CachedGraph:
                              reader() if reader is not None else None)
         timestep = self._timestep(inputs)
         table.enter_step(state, timestep)
+        state.following = self.timesteps.following if timestep is not None else None
         # Guidance branches of one step (same latent, same timestep) take one decision: the
         # first branch decides, the others follow. Reusing in one branch while computing in
         # the other would put the whole caching error into (cond - uncond), which guidance

@@ -30,6 +30,7 @@ from pc_compile.errors import OptionUnsupported
 from pc_compile.runtime.budget import COMPUTE, FREE, PARTIAL, BudgetController, BudgetState
 from pc_compile.runtime.guards import Guards
 from pc_compile.runtime.host import read_host
+from pc_compile.runtime.lookahead import look_ahead, upcoming
 from pc_compile.runtime.memory import kept_bytes
 from pc_compile.runtime.plan import BlockRecord, ReuseForm, StepPlan
 from pc_compile.runtime.reuse import ReuseHistory, form_for
@@ -60,6 +61,7 @@ class StreamMemory:
     tail: tuple | None = None  # (k, residual from block k's input to the last block's output)
     followers: list = field(default_factory=list)  # streams that follow this one's decisions
     block_read: Any = None  # the block rule's measurement, read with the leader's step
+    seen: list = field(default_factory=list)  # the generation's distinct timesteps so far
 
 
 class Engine:
@@ -118,6 +120,11 @@ class Engine:
         when nothing measured needs reading now (a decision fixed in advance)."""
         memory.context = ctx
         leads = self.step_rule is not None and not ctx.follows
+        if leads and not self.worth_measuring(state, ctx, memory):
+            leads = False
+            skip = getattr(self.step_rule, "skip", None)
+            if skip is not None:
+                skip(ctx, memory.step, True)
         step_out = self.step_rule.measure(ctx, memory.step) if leads else None
         block_out = None
         if self.block_rule is not None:
@@ -185,6 +192,28 @@ class Engine:
         return {"history": kept_bytes(memory.history, seen),
                 "step_rule": kept_bytes(memory.step, seen),
                 "block_rule": kept_bytes(memory.block, seen)}
+
+    def worth_measuring(self, state: StreamState, ctx: StepContext, memory: StreamMemory
+                        ) -> bool:
+        """Whether the deciding stream's step rule measures this step (``lookahead.py``): a
+        forced step only when a free step follows and, for a rule running the probe, the
+        reuses still allowed are worth more than the probes; a free step always."""
+        t = ctx.timestep
+        if t is not None and (not memory.seen or t < memory.seen[-1]):
+            memory.seen.append(t)
+        if ctx.may_reuse:
+            return True
+        guards = self.guards
+        ahead = look_ahead(t, upcoming(state.following, memory.seen, ctx.step), ctx.step,
+                           guards.warmup_steps, guards.end_span, guards.max_reuse)
+        if ahead is None:
+            return True  # the steps to come are unknown
+        if ahead.free == 0:
+            return False
+        if not getattr(self.step_rule, "needs_probe", False):
+            return True
+        streams = 1 + len(memory.followers)
+        return ahead.pays(self.probe_cost / (self.num_blocks * streams))
 
     def follow(self, leader: StreamState, follower: StreamState) -> None:
         """``follower`` follows ``leader``'s decision at this step: at its next step, the

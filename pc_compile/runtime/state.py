@@ -85,6 +85,9 @@ class StreamState:
     # decide on evaluation 0; the later evaluations of the step compute.
     evaluation_in_step: int = 0
     ended: bool = False  # the caller said the generation ended: the next call starts one
+    # The timesteps of the steps after this one when the caller's schedule is known
+    # (``TimestepReader.following``), else None.
+    following: list | None = None
     trace: list = field(default_factory=list)
     finished: list = field(default_factory=list)  # counters of each finished generation
     generation_base: dict = field(default_factory=dict)  # counters when this one started

@@ -14,6 +14,10 @@ tensor is a synchronisation on a GPU. Pipelines make this cheap to avoid:
   object, same version): its value is the one already known;
 * a Python number is not a device value.
 
+The schedule's values after the current one are also the steps to come (``following``): the
+engine's lookahead uses them to know which later steps the guards leave free
+(``runtime/lookahead.py``), with no step count from the caller.
+
 Anything else (a fresh timestep tensor per step that is no view of a schedule, as Flux's and
 HunyuanVideo's pipelines pass after ``.to(dtype)``) is read once per step, by the first guidance
 branch. On a step whose rules measure, that read comes before the rules' own read (LFCache
@@ -34,20 +38,26 @@ class TimestepReader:
 
     def __init__(self):
         self._schedule: tuple | None = None  # (weakref to the schedule, its version, values)
-        self._last: tuple | None = None  # (weakref to the last timestep, its version, value)
+        self._last: tuple | None = None  # (weakref, version, value, what follows) of the last
         self.reads = 0  # device reads made (schedules and single values)
+        # The schedule's timesteps after the last value read from one (distinct values, in
+        # order), or None when that value came from no schedule: what the steps to come are.
+        self.following: list[float] | None = None
 
     def value(self, t) -> float:
         if not isinstance(t, torch.Tensor):
+            self.following = None
             return float(t)
         last = self._last
         if last is not None and last[0]() is t and last[1] == t._version:
+            self.following = last[3]
             return last[2]
+        self.following = None
         value = self._from_schedule(t)
         if value is None:
             self.reads += 1
             value = float(t.reshape(-1)[0])
-        self._last = (weakref.ref(t), t._version, value)
+        self._last = (weakref.ref(t), t._version, value, self.following)
         return value
 
     def _from_schedule(self, t: torch.Tensor) -> float | None:
@@ -64,4 +74,11 @@ class TimestepReader:
             self.reads += 1
             values = base.reshape(-1).tolist()  # the schedule's one read
             known = self._schedule = (weakref.ref(base), base._version, values)
-        return float(known[2][offset])
+        values = known[2]
+        value = float(values[offset])
+        following = []
+        for v in values[offset + 1:]:  # a repeated timestep (Heun's) is one step
+            if v != (following[-1] if following else value):
+                following.append(float(v))
+        self.following = following
+        return value
