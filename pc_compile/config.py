@@ -76,6 +76,12 @@ class PreciseCacheConfig:
             probed. Not with a block rule (bypassed blocks would make the spend unknowable).
         max_streams: guidance streams kept per compiled graph; the least recently used past
             this number lose their cache (their counters stay in ``stats``).
+        max_cache_bytes: the most bytes the streams of one compiled graph may keep across
+            steps (reuse history, the rules' states: ``stats()["kept_bytes"]``); None (default)
+            sets no cap. The streams that started first keep their caches; a stream whose
+            cache would take the total past the cap computes every step from then on (until
+            ``pc_compile.reset``), with a warning. A guidance pair split by the cap loses
+            fidelity (one branch reused, the other computed): allow both branches' caches.
         rule_options: the rules' options that differ from their defaults, as sorted
             ``(rule name, options)`` pairs (set them by their flat names instead).
     """
@@ -90,6 +96,7 @@ class PreciseCacheConfig:
     on_unsupported: str = "warn"
     compute_budget: float | None = None
     max_streams: int = 8
+    max_cache_bytes: int | None = None
     rule_options: tuple = ()
 
     def __init__(self, **options):
@@ -124,6 +131,8 @@ class PreciseCacheConfig:
                     "would change what they cost; use a step rule (lfcache, sencache) or none"
                 )
         checks.integer("max_streams", self.max_streams, low=1)
+        if self.max_cache_bytes is not None:
+            checks.integer("max_cache_bytes", self.max_cache_bytes, low=0)
 
     @property
     def caches(self) -> bool:

@@ -14,11 +14,13 @@ the order of evaluation and the counters that ``stats`` reports.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
 
 from pc_compile.passes.partition_spec import PartitionSpec
+from pc_compile.runtime import ownership
 from pc_compile.runtime.engine import Engine
 from pc_compile.runtime.executor import (
     Executor,
@@ -77,6 +79,7 @@ class CachedGraph:
             return self.run_full(inputs, None)[0]
         if not self.counts_steps:
             return self.run_full(inputs, None)[0]
+        ownership.new_call()
         weights = self._weights_key(inputs)
         table = self.table_for(weights)
         reader = self.stream_names.get(weights)
@@ -85,6 +88,9 @@ class CachedGraph:
         timestep = self._timestep(inputs)
         table.enter_step(state, timestep)
         state.following = self.timesteps.following if timestep is not None else None
+        if state.cache_off:
+            state.counters.full_steps += 1
+            return self.run_full(inputs, None, state=state)[0]
         # Guidance branches of one step (same latent, same timestep) take one decision: the
         # first branch decides, the others follow. Reusing in one branch while computing in
         # the other would put the whole caching error into (cond - uncond), which guidance
@@ -104,11 +110,36 @@ class CachedGraph:
             table.record_decision(group, state, plan)
         if plan.reuse is not None:
             state.counters.skipped_steps += 1
-            return self.engine.reuse_output(state, inputs, self, plan)
-        state.counters.full_steps += 1
-        output, record = self.run_full(inputs, plan, state=state)
-        self.engine.after_full_step(state, inputs, output, record, plan, self)
+            output = self.engine.reuse_output(state, inputs, self, plan)
+        else:
+            state.counters.full_steps += 1
+            output, record = self.run_full(inputs, plan, state=state)
+            self.engine.after_full_step(state, inputs, output, record, plan, self)
+        if self.engine.max_cache_bytes is not None:
+            self._hold_cap(table, state)
         return output
+
+    def _hold_cap(self, table: StreamTable, state: StreamState) -> None:
+        """After a step of ``state``: while the graph's streams keep more than
+        ``max_cache_bytes``, the latest stream to have started drops its cache and computes
+        every step from now on (the streams that started first keep theirs)."""
+        cap = self.engine.max_cache_bytes
+        sizes = {s.order: sum(self.engine.kept(s).values()) for s in table.live_streams()}
+        total = sum(sizes.values())
+        for latest in sorted(table.live_streams(), key=lambda s: -s.order):
+            if total <= cap:
+                return
+            if sizes[latest.order] == 0 and latest is not state:
+                continue
+            total -= sizes[latest.order]
+            latest.memory = None
+            latest.cache_off = True
+            warnings.warn(
+                f"precisecache: max_cache_bytes={cap} is exceeded; stream {latest.name!r} "
+                f"(the latest to start, {sizes[latest.order]} bytes) drops its cache and "
+                "computes every step from now on",
+                stacklevel=3,
+            )
 
     def table_for(self, key: tuple) -> StreamTable:
         table = self.tables.get(key)

@@ -32,6 +32,7 @@ from pc_compile.runtime.guards import Guards
 from pc_compile.runtime.host import read_host
 from pc_compile.runtime.lookahead import look_ahead, upcoming
 from pc_compile.runtime.memory import kept_bytes
+from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.plan import BlockRecord, ReuseForm, StepPlan
 from pc_compile.runtime.reuse import ReuseHistory, form_for
 from pc_compile.runtime.rules import registry
@@ -70,7 +71,7 @@ class Engine:
     def __init__(self, step_rule: StepRule | None = None, block_rule: BlockRule | None = None,
                  *, step_reuse: str = "extrapolate", guards: Guards = Guards(),
                  num_blocks: int = 0, probe_cost: float = 0.0,
-                 budget: BudgetController | None = None):
+                 budget: BudgetController | None = None, max_cache_bytes: int | None = None):
         self.step_rule = step_rule
         self.block_rule = block_rule
         self.step_reuse = step_reuse
@@ -78,6 +79,7 @@ class Engine:
         self.num_blocks = num_blocks
         self.probe_cost = probe_cost  # one probe evaluation in block-equivalents (stats)
         self.budget = budget  # the compute budget's controller, or None
+        self.max_cache_bytes = max_cache_bytes  # what a graph's streams may keep, or None
         self.later: list[Later] = []  # values read with the next read, or by ``stats``
 
     @property
@@ -181,17 +183,22 @@ class Engine:
                 metric = self.block_rule.conclude(ctx, memory.block, block_numbers)
         return form, verdict, metric
 
-    def kept(self, state: StreamState) -> dict:
-        """Bytes ``state`` keeps across steps: the reuse history (outputs, chain residuals),
-        the step rule's state (probe spectra, anchors), the block rule's (residuals,
-        outputs); each storage counted once."""
+    @staticmethod
+    def kept_objects(state: StreamState) -> dict:
+        """What ``state`` keeps across steps, by owner: the reuse history (outputs, chain
+        residuals), the step rule's state (probe spectra, anchors), the block rule's
+        (residuals, outputs) and the partial step's residual under a budget."""
         memory = state.memory
         if memory is None:
-            return {"history": 0, "step_rule": 0, "block_rule": 0}
+            return {"history": None, "step_rule": None, "block_rule": None, "partial": None}
+        return {"history": memory.history, "step_rule": memory.step,
+                "block_rule": memory.block, "partial": memory.tail}
+
+    def kept(self, state: StreamState) -> dict:
+        """Bytes ``state`` keeps across steps, by owner (``kept_objects``); each storage
+        counted once."""
         seen: set = set()
-        return {"history": kept_bytes(memory.history, seen),
-                "step_rule": kept_bytes(memory.step, seen),
-                "block_rule": kept_bytes(memory.block, seen)}
+        return {name: kept_bytes(obj, seen) for name, obj in self.kept_objects(state).items()}
 
     def worth_measuring(self, state: StreamState, ctx: StepContext, memory: StreamMemory
                         ) -> bool:
@@ -411,7 +418,7 @@ class Engine:
         chain = record.chain_residual if record is not None else None
         memory.history.record(self.step_reuse, state.last_timestep, output, chain)
         if record is not None and record.tail_residual is not None:
-            memory.tail = (plan.record_tail, record.tail_residual)
+            memory.tail = (plan.record_tail, keep(record.tail_residual))
         elif plan.partial is None:
             memory.tail = None  # recorded for another k, or not at all: out of date
         if self.step_rule is not None:
@@ -477,4 +484,5 @@ def build_engine(config, spec, chain_pairs, roles=None) -> Engine:
         budget = BudgetController(config.compute_budget, len(spec.blocks), config.end_span,
                                   partial=chain_pairs is not None)
     return Engine(step_rule, block_rule, step_reuse=config.step_reuse, guards=guards,
-                  num_blocks=len(spec.blocks), budget=budget)
+                  num_blocks=len(spec.blocks), budget=budget,
+                  max_cache_bytes=config.max_cache_bytes)

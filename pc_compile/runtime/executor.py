@@ -19,6 +19,7 @@ import torch
 import torch.fx
 
 from pc_compile.passes.partition_spec import PartitionSpec, Ref
+from pc_compile.runtime import ownership
 from pc_compile.runtime.inductor import compile_piece, piece_options
 
 PieceFn = Callable[..., object]
@@ -64,7 +65,9 @@ class Executor:
             start = time.perf_counter()
             fn = self._kernels[key] = self.compiler(self.modules[number], args)
             self.compiler.seconds += time.perf_counter() - start
-        return fn(*args)
+        out = fn(*args)
+        ownership.mark(out)
+        return out
 
     @staticmethod
     def resolve(ref: Ref, inputs: Sequence, results: list):

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from pc_compile.runtime import checks
+from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.plan import BlockRecord
 from pc_compile.runtime.rules.base import BlockPlan, Later, RuleSetup, StepContext
 from pc_compile.runtime.rules.registry import register_block_rule
@@ -156,6 +157,6 @@ class BWCache:
                 size = sum(float_l1(b) for b in before)
                 values.append(change / size.clamp_min(torch.finfo(torch.float32).tiny))
             if ran:
-                residuals[j] = tuple(o - i for i, o in zip(ins, outs))
-                outputs[j] = tuple(o.detach() for o in outs)
+                residuals[j] = keep(tuple(o - i for i, o in zip(ins, outs)))
+                outputs[j] = keep(tuple(outs))
         state.pending = torch.stack(values)

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import torch
 
 from pc_compile.runtime import checks
+from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.rules.base import RuleSetup, RuleUnsupported, StepContext, Verdict
 from pc_compile.runtime.rules.registry import register_step_rule
 
@@ -134,7 +135,7 @@ class SenCache:
     def after_full_step(self, ctx: StepContext, state: SenCacheState, output) -> None:
         """Measure the sensitivity between this computed step and the one before it."""
         x = ctx.latent.detach().clone()
-        v = first_tensor(output).detach()
+        v = keep(first_tensor(output))
         before = state.anchor
         sensitivity = None
         if before is not None:
