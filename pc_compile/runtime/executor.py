@@ -32,10 +32,10 @@ class PieceCompiler:
     mode applies to the pieces.
     """
 
-    def __init__(self, mode: str, inductor_mode: str | None = None):
+    def __init__(self, mode: str, inductor_mode: str | None = None, cuda_graphs: bool = False):
         self.mode = mode
         self.inductor_mode = inductor_mode
-        self.options = piece_options(inductor_mode) if mode == "inductor" else {}
+        self.options = piece_options(inductor_mode, cuda_graphs) if mode == "inductor" else {}
         self.seconds = 0.0  # total time spent compiling pieces
 
     def __call__(self, module: torch.fx.GraphModule, example_args: list) -> PieceFn:
