@@ -174,10 +174,12 @@ if __name__ == "__main__":
     main()
 
 
-def resolutions_in_a_row(count: int = 6, preset: str = "turbo", pipeline: str = "wan",
-                         dynamic=None):
-    """Dynamo compiles for ``count`` resolutions in a row, plain torch.compile against ours:
-    (unique graphs, frames Dynamo gave up on, calls of our graphs) per backend."""
+def resolutions_in_a_row(count: int = 6, preset: str = "flash", pipeline: str = "wan",
+                         dynamic=None, steps: int = 8):
+    """Dynamo compiles for ``count`` resolutions in a row of ``steps`` steps each, plain
+    torch.compile against ours: (unique graphs, frames Dynamo gave up on, calls of our graphs)
+    per backend. The default preset and step count leave free steps, so the probe runs at
+    every resolution (a schedule too short to pay for the probe does not run it)."""
     sizes = [(32 + 16 * i, 112 - 16 * i, 9) for i in range(count)]
     result = {}
     for backend in ("eager", "precisecache"):
@@ -191,13 +193,15 @@ def resolutions_in_a_row(count: int = 6, preset: str = "turbo", pipeline: str = 
         per_call = []
         for i in range(count):
             before = compiles()
-            tiny.run(str(i), 1, 2)
+            tiny.run(str(i), 1, steps)
             per_call.append(compiles() - before)
         counters = torch._dynamo.utils.counters
-        steps = None
+        calls = probes = None
         if backend == "precisecache":
-            steps = pc_compile.stats(compiled["transformer"])["steps"]
+            stats = pc_compile.stats(compiled["transformer"])
+            calls, probes = stats["steps"], stats["probe_evals"]
         result[backend] = dict(per_resolution=per_call, total=compiles(),
                                limit_hit=dict(counters["recompile_limit"]) or None,
-                               cached_calls=steps, expected_calls=count * 2 * 2)
+                               cached_calls=calls, expected_calls=count * 2 * steps,
+                               probe_evals=probes)
     return result
