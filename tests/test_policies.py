@@ -34,7 +34,10 @@ def test_each_policy_runs_on_every_model(name, preset):
     assert trace[0]["computed"] and trace[-1]["computed"]
     if preset == "sencache":
         assert stats["skipped_steps"] > 0 and stats["block_bypasses"] == 0
-        assert all("sensitivity" in e for e in trace if e["step"] >= 2)
+        # Measured from the step after warm-up on, up to the last step the lookahead expects
+        # to be free (``runtime/lookahead.py``; fitted here, the schedule is no tensor).
+        measured = [e["step"] for e in trace if "sensitivity" in e]
+        assert measured == list(range(2, len(measured) + 2)) and len(measured) >= 3
     else:
         assert stats["skipped_steps"] == 0 and stats["block_bypasses"] > 0
         assert any(e.get("block_metric") for e in trace)

@@ -57,8 +57,15 @@ def test_every_preset_runs_on_every_model(name, preset):
     assert all(torch.isfinite(o).all() for o in outputs)
     stats = pc_compile.stats(compiled, detail=True)
     assert stats["steps"] == 2 * len(TIMESTEPS) and stats["streams"] == 2
-    # One probe per step: the uncond branch follows the cond branch's decision.
-    assert stats["probe_evals"] == len(TIMESTEPS)
+    # At most one probe per step, on every free step; forced steps are probed only for free
+    # steps to come (exact where the schedule is known: tests/runtime/test_lookahead.py; here
+    # the timesteps are fitted as they come). The uncond branch follows the cond branch.
+    config = pc_compile.PRESETS["turbo" if preset == "turbo+blockcache" else preset]
+    free = [i >= config.warmup_steps and not (
+        i > 0 and TIMESTEPS[i] < config.end_span * (TIMESTEPS[i - 1] - TIMESTEPS[i]))
+        for i in range(len(TIMESTEPS))]
+    assert any(free)
+    assert sum(free) <= stats["probe_evals"] <= len(TIMESTEPS)
     assert 0 < stats["compute_fraction"] < 1.2
     trace = stats["per_stream"]["stream0"]["trace"]
     assert [e["step"] for e in trace] == list(range(len(TIMESTEPS)))
@@ -138,7 +145,9 @@ def test_a_non_finite_probe_forces_full_steps_and_is_counted():
     outputs = generate(compiled, tiny)
     stats = pc_compile.stats(compiled)
     assert stats["skipped_steps"] == 0
-    assert stats["per_stream"]["stream0"]["nonfinite_probes"] == len(TIMESTEPS) - 1
+    # Every probe after the first (which has nothing to compare with) is non-finite.
+    assert stats["probe_evals"] >= 3
+    assert stats["per_stream"]["stream0"]["nonfinite_probes"] == stats["probe_evals"] - 1
     assert all(torch.isfinite(o).all() for o in outputs)
 
 
