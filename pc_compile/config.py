@@ -22,6 +22,7 @@ from pc_compile.runtime.rules import registry
 
 PIECE_COMPILERS = ("inductor", "eager")
 ON_UNSUPPORTED = ("warn", "error")
+BUDGET_PLACEMENTS = ("score", "even")
 
 
 @dataclass(frozen=True, init=False)
@@ -74,6 +75,10 @@ class PreciseCacheConfig:
             the timesteps; with ``step_rule="none"`` it spaces them evenly. The warm-up, the
             end of the schedule and ``max_reuse`` still compute; steps it forces are not
             probed. Not with a block rule (bypassed blocks would make the spend unknowable).
+        budget_placement: under ``compute_budget``, where the free computed steps go:
+            ``"score"`` (default) where the step rule's score predicts the most damage from
+            reusing; ``"even"`` evenly spaced whatever the score, the rule (LFCache's probe)
+            then choosing only each reuse's form (design measurement 22).
         max_streams: guidance streams kept per compiled graph; the least recently used past
             this number lose their cache (their counters stay in ``stats``).
         rule_options: the rules' options that differ from their defaults, as sorted
@@ -89,6 +94,7 @@ class PreciseCacheConfig:
     piece_compiler: str = "inductor"
     on_unsupported: str = "warn"
     compute_budget: float | None = None
+    budget_placement: str = "score"
     max_streams: int = 8
     rule_options: tuple = ()
 
@@ -123,6 +129,7 @@ class PreciseCacheConfig:
                     "the controller places whole computed steps, and a block rule's bypasses "
                     "would change what they cost; use a step rule (lfcache, sencache) or none"
                 )
+        checks.choice("budget_placement", self.budget_placement, BUDGET_PLACEMENTS)
         checks.integer("max_streams", self.max_streams, low=1)
 
     @property

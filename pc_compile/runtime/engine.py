@@ -195,7 +195,7 @@ class Engine:
                                 memory.history.has(self.step_reuse), probe_cost)
         verdict = None
         measured = False
-        if call.kind == FREE and call.measure and self.step_rule is not None:
+        if call.measure and call.kind in (FREE, COMPUTE) and self.step_rule is not None:
             tensors = self.step_rule.measure(ctx, memory.step)
             if tensors is not None:
                 numbers = read_host(tensors)[0]
@@ -346,6 +346,8 @@ def build_engine(config, spec, chain_pairs, roles=None) -> Engine:
     budget = None
     if config.compute_budget is not None:
         budget = BudgetController(config.compute_budget, len(spec.blocks), config.end_span,
-                                  partial=chain_pairs is not None)
+                                  partial=chain_pairs is not None,
+                                  keeps_probe=getattr(step_rule, "needs_probe", False),
+                                  placement=config.budget_placement)
     return Engine(step_rule, block_rule, step_reuse=config.step_reuse, guards=guards,
                   num_blocks=len(spec.blocks), budget=budget)
