@@ -77,8 +77,9 @@ class PreciseCacheConfig:
             controller (``runtime/budget.py``) then places the computed steps where the step
             rule's score predicts the most damage from reusing, the steps left estimated from
             the timesteps; with ``step_rule="none"`` it spaces them evenly. The warm-up, the
-            end of the schedule and ``max_reuse`` still compute; steps it forces are not
-            probed. Not with a block rule (bypassed blocks would make the spend unknowable).
+            end of the schedule and ``max_reuse`` still compute; of the steps it forces,
+            only the computed ones before a free step are probed (LFCache's choice of form).
+            Not with a block rule (bypassed blocks would make the spend unknowable).
         budget_placement: under ``compute_budget``, where the free computed steps go:
             ``"score"`` (default) where the step rule's score predicts the most damage from
             reusing; ``"even"`` evenly spaced whatever the score, the rule (LFCache's probe)
