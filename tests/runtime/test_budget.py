@@ -190,6 +190,12 @@ def test_compute_budget_is_validated(bad):
         PreciseCacheConfig(step_rule="lfcache", compute_budget=bad)
 
 
+def test_budget_placement_is_validated():
+    assert PreciseCacheConfig(budget_placement="even").budget_placement == "even"
+    with pytest.raises(ValueError, match="budget_placement"):
+        PreciseCacheConfig(budget_placement="evenly")
+
+
 def test_compute_budget_with_a_block_rule_is_refused_clearly():
     with pytest.raises(ValueError, match="compute_budget cannot be combined with block_rule"):
         PreciseCacheConfig(block_rule="bwcache", compute_budget=0.5)
