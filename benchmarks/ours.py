@@ -144,3 +144,33 @@ register(Method(
     setting_name="sen_epsilon",
     notes="the SenCache step rule with BWCache blocks (threshold 0.05)",
 ))
+
+
+# Candidates for presets driven by ``compute_budget`` (design measurement 22): the probe's
+# preset configurations at the budgets, the computed steps placed by LFCache's score
+# or spaced evenly (the probe then only choosing each reuse's form). ``benchmarks.report``
+# compares them like the presets (``CANDIDATE_ROWS``).
+BUDGET_CANDIDATES = {
+    "base": (0.63, dict(warmup_steps=5, end_span=4.5)),
+    "turbo": (0.465, dict(warmup_steps=5, end_span=4.5)),
+    "flash": (0.38, dict(warmup_steps=2, end_span=1.5)),
+}
+for _preset, (_budget, _guards) in BUDGET_CANDIDATES.items():
+    for _placement in ("score", "even"):
+        register(Method(
+            f"precisecache-{_preset}-{_placement}",
+            _make("compute_budget", preset="off", step_rule="lfcache", alpha=1.0,
+                  budget_placement=_placement, **_guards),
+            sweep=[_budget], full_sweep=[_budget], mode="compiled", self_counted=True,
+            setting_name="compute_budget",
+            notes=f"LFCache under compute_budget {_budget}, {_guards['warmup_steps']} warm-up "
+                  f"steps, end_span {_guards['end_span']}, placement {_placement!r}: a "
+                  f"candidate for preset {_preset}",
+        ))
+register(Method(
+    "precisecache-blind", _make("compute_budget", preset="off"), sweep=[0.63, 0.465, 0.38],
+    full_sweep=[0.63, 0.465, 0.38], mode="compiled", self_counted=True,
+    setting_name="compute_budget",
+    notes="compute_budget with no step rule: evenly spaced computed steps after two warm-up "
+          "steps, the last two (Euler) or last one computed, the others extrapolated",
+))

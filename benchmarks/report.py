@@ -207,6 +207,10 @@ PRESET_ROWS = {
     "turbo": [("precisecache-turbo", 1.0)],
     "flash": [("precisecache-flash", 1.0), ("precisecache", 1.0)],
 }
+# Candidates for budget-driven presets (``benchmarks/ours.py``, design measurement 22), each
+# compared at its preset's budget like the presets: label -> (preset, method).
+CANDIDATE_ROWS = {f"{p} ({placement})": (p, f"precisecache-{p}-{placement}")
+                  for p in PRESET_BUDGETS for placement in ("score", "even")}
 UNIFORM_FORMS = ("uniform", "uniform+linear", "uniform+quadratic")
 BUDGET_TOLERANCE = 0.02  # issue 15: the realised compute within 0.02 of the budget, per prompt
 
@@ -232,9 +236,12 @@ def preset_rows(res: dict) -> list[dict]:
         for r in eager:
             by_method[r["method"]].append(r)
         others = {m: v for m, v in by_method.items() if m not in UNIFORM_FORMS}
-        for preset, budget in PRESET_BUDGETS.items():
+        wanted = [(p, PRESET_BUDGETS[p], PRESET_ROWS[p]) for p in PRESET_BUDGETS] + [
+            (label, PRESET_BUDGETS[p], [(m, PRESET_BUDGETS[p])])
+            for label, (p, m) in CANDIDATE_ROWS.items()]
+        for preset, budget, candidates in wanted:
             row = None
-            for method, setting in PRESET_ROWS[preset]:
+            for method, setting in candidates:
                 row = next((r for r in rs if r["method"] == method
                             and r["setting"] == setting), None)
                 if row is not None:

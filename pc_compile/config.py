@@ -22,6 +22,7 @@ from pc_compile.runtime.rules import registry
 
 PIECE_COMPILERS = ("inductor", "eager")
 ON_UNSUPPORTED = ("warn", "error")
+BUDGET_PLACEMENTS = ("score", "even")
 
 
 @dataclass(frozen=True, init=False)
@@ -76,8 +77,13 @@ class PreciseCacheConfig:
             controller (``runtime/budget.py``) then places the computed steps where the step
             rule's score predicts the most damage from reusing, the steps left estimated from
             the timesteps; with ``step_rule="none"`` it spaces them evenly. The warm-up, the
-            end of the schedule and ``max_reuse`` still compute; steps it forces are not
-            probed. Not with a block rule (bypassed blocks would make the spend unknowable).
+            end of the schedule and ``max_reuse`` still compute; of the steps it forces,
+            only the computed ones before a free step are probed (LFCache's choice of form).
+            Not with a block rule (bypassed blocks would make the spend unknowable).
+        budget_placement: under ``compute_budget``, where the free computed steps go:
+            ``"score"`` (default) where the step rule's score predicts the most damage from
+            reusing; ``"even"`` evenly spaced whatever the score, the rule (LFCache's probe)
+            then choosing only each reuse's form (design measurement 22).
         max_streams: guidance streams kept per compiled graph; the least recently used past
             this number lose their cache (their counters stay in ``stats``).
         max_cache_bytes: the most bytes the streams of one compiled graph may keep across
@@ -100,6 +106,7 @@ class PreciseCacheConfig:
     cuda_graphs: bool = False
     on_unsupported: str = "warn"
     compute_budget: float | None = None
+    budget_placement: str = "score"
     max_streams: int = 8
     max_cache_bytes: int | None = None
     rule_options: tuple = ()
@@ -137,6 +144,7 @@ class PreciseCacheConfig:
                     "the controller places whole computed steps, and a block rule's bypasses "
                     "would change what they cost; use a step rule (lfcache, sencache) or none"
                 )
+        checks.choice("budget_placement", self.budget_placement, BUDGET_PLACEMENTS)
         checks.integer("max_streams", self.max_streams, low=1)
         if self.max_cache_bytes is not None:
             checks.integer("max_cache_bytes", self.max_cache_bytes, low=0)

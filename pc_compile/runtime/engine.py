@@ -161,12 +161,7 @@ class Engine:
                 verdict = self.step_rule.conclude(ctx, memory.step, step_numbers)
             else:  # decided without a read: its trace values are read later
                 verdict = step_out
-            if not isinstance(verdict.nonfinite, torch.Tensor):
-                state.counters.nonfinite_probes += bool(verdict.nonfinite)
-            else:
-                counters = state.counters
-                self.later.append(Later([verdict.nonfinite], lambda n, c=counters: setattr(
-                    c, "nonfinite_probes", c.nonfinite_probes + bool(n[0]))))
+            self.count_nonfinite(state, verdict)
             reuse = ctx.may_reuse and bool(verdict.reuse)
             settle = getattr(self.step_rule, "settle", None)
             if settle is not None and step_tensors is not None:
@@ -182,6 +177,16 @@ class Engine:
             else:
                 metric = self.block_rule.conclude(ctx, memory.block, block_numbers)
         return form, verdict, metric
+
+    def count_nonfinite(self, state: StreamState, verdict: Verdict) -> None:
+        """Count a non-finite measurement now, or with the next read where the verdict was
+        reached without one (its ``nonfinite`` still a device tensor)."""
+        if not isinstance(verdict.nonfinite, torch.Tensor):
+            state.counters.nonfinite_probes += bool(verdict.nonfinite)
+        else:
+            counters = state.counters
+            self.later.append(Later([verdict.nonfinite], lambda n, c=counters: setattr(
+                c, "nonfinite_probes", c.nonfinite_probes + bool(n[0]))))
 
     @staticmethod
     def kept_objects(state: StreamState) -> dict:
@@ -299,8 +304,9 @@ class Engine:
 
     def plan_budget(self, state: StreamState, memory: StreamMemory, ctx: StepContext
                     ) -> StepPlan:
-        """The deciding stream's plan under a compute budget: forced steps are not measured
-        (no probe, no host read); a free step's score goes to the controller."""
+        """The deciding stream's plan under a compute budget: a free step's score goes to the
+        controller; a forced step is measured (without a read) only where the controller asks,
+        for a probing rule's spectra before a free step, and never at the end."""
         controller, bs = self.budget, memory.budget
         if memory.last_plan is not None:
             bs.streams = 1 + memory.last_plan.followers
@@ -311,10 +317,14 @@ class Engine:
                                 memory.history.has(self.step_reuse), probe_cost)
         verdict = None
         measured = False
-        if call.kind == FREE and call.measure and self.step_rule is not None:
-            tensors = self.step_rule.measure(ctx, memory.step)
-            if tensors is not None:  # a free step may reuse: never a verdict without a read
-                numbers = self.read(tensors)[0]
+        if call.measure and call.kind in (FREE, COMPUTE) and self.step_rule is not None:
+            # A forced computed step is measured for the spectra a later reuse's form is
+            # chosen by; the rule keeps them itself, without a read (its verdict is fixed).
+            out = self.step_rule.measure(ctx, memory.step)
+            if isinstance(out, Verdict):
+                self.count_nonfinite(state, out)
+            elif out is not None:  # a free step may reuse: never a verdict without a read
+                numbers = self.read(out)[0]
                 verdict = self.step_rule.conclude(ctx, memory.step, numbers)
                 state.counters.nonfinite_probes += bool(verdict.nonfinite)
             measured = True
@@ -482,7 +492,9 @@ def build_engine(config, spec, chain_pairs, roles=None) -> Engine:
     budget = None
     if config.compute_budget is not None:
         budget = BudgetController(config.compute_budget, len(spec.blocks), config.end_span,
-                                  partial=chain_pairs is not None)
+                                  partial=chain_pairs is not None,
+                                  keeps_probe=getattr(step_rule, "needs_probe", False),
+                                  placement=config.budget_placement)
     return Engine(step_rule, block_rule, step_reuse=config.step_reuse, guards=guards,
                   num_blocks=len(spec.blocks), budget=budget,
                   max_cache_bytes=config.max_cache_bytes)

@@ -73,24 +73,27 @@ def test_every_generation_lands_within_002_of_its_budget(tiny, rule, budgets, co
                 generate(compiled, tiny, timesteps(kind, steps))
                 stats = pc_compile.stats(compiled)
                 spent = stats["compute_fraction"]
-                assert abs(spent - budget) <= 0.02, (rule, budget, kind, steps, spent)
+                assert abs(spent - budget) <= 0.02 + 1e-9, (rule, budget, kind, steps, spent)
                 assert stats["budget"] == {"asked": budget, "generations": [spent]}
                 pc_compile.reset(compiled)
 
 
-def test_the_probe_runs_only_on_steps_the_score_decides(tiny):
+def test_the_probe_runs_on_free_steps_and_the_computed_steps_before_them(tiny):
     compiled = compile_with(tiny, step_rule="lfcache", compute_budget=0.465)
     generate(compiled, tiny, timesteps("euler", 30))
     stats = pc_compile.stats(compiled, detail=True)
     trace = stats["per_stream"]["stream0"]["trace"]
     probed = [e["step"] for e in trace if e["probed"]]
-    forced = [e for e in trace if e["budget_call"] != "free"]
-    assert probed and forced
+    free = [e["step"] for e in trace if e["budget_call"] == "free"]
     assert stats["probe_evals"] == len(probed)
-    assert not any(e["probed"] for e in forced)
-    # The warm-up and the end of the schedule are forced and unprobed.
-    assert 0 not in probed and 1 not in probed and 29 not in probed
+    assert set(free) <= set(probed)
+    # The warm-up is probed (the spectra LFCache chooses the reuse forms by), so a reuse
+    # right after it can take the last output; the end of the schedule is not.
+    assert 0 in probed and 1 in probed and 28 not in probed and 29 not in probed
     assert all(e["computed"] for e in trace if e["step"] in (0, 1, 28, 29))
+    # A forced step that is probed is a computed one (never an exhausted budget's reuse).
+    assert all(e["computed"] for e in trace
+               if e["probed"] and e["budget_call"] != "free")
     # The follower never probes and takes the leader's decisions.
     follower = stats["per_stream"]["stream1"]
     assert follower["probe_evals"] == 0
@@ -107,6 +110,41 @@ def test_a_partial_step_lands_a_budget_finer_than_a_step(tiny):
     assert len(partial) == 1 and partial[0]["blocks"] == [True] * 3 + [False]
     assert stats["block_bypasses"] == 2  # one block in each guidance branch
     assert stats["compute_fraction"] == pytest.approx(0.375)
+
+
+def test_a_remainder_within_the_tolerance_is_a_whole_step_or_none(tiny):
+    # At 30 steps half a step is under 0.02 of the work: the remainder is rounded to a whole
+    # step (a partial step near the end cost 8 dB on cogvideox-tiny: design measurement 22).
+    for budget in (0.38, 0.465, 0.63):
+        compiled = compile_with(tiny, step_rule="lfcache", compute_budget=budget)
+        generate(compiled, tiny, timesteps("euler", 30))
+        stats = pc_compile.stats(compiled, detail=True)
+        trace = stats["per_stream"]["stream0"]["trace"]
+        assert all(all(e["blocks"]) for e in trace if e["computed"]), budget
+        assert stats["block_bypasses"] == 0
+        assert abs(stats["compute_fraction"] - budget) <= 0.02
+
+
+def test_even_placement_ignores_the_score():
+    ts = timesteps("unipc", 30)
+
+    def pattern(placement, scores):
+        controller = BudgetController(0.465, num_blocks=4, end_span=1.5, partial=False,
+                                      placement=placement)
+        bs = BudgetState()
+        out = ""
+        for i, t in enumerate(ts):
+            call = controller.begin(bs, i, t, may_reuse=i >= 2, has_cache=True, probe_cost=0)
+            computed = (controller.decide(bs, call, scores(i)) if call.kind == "free"
+                        else call.kind == "compute")
+            controller.account(bs, 4 if computed else 0, False, 0, computed)
+            out += "#" if computed else "."
+        return out
+
+    rising = pattern("score", lambda i: float(i * i))
+    assert rising != pattern("score", lambda i: 1.0)
+    assert pattern("even", lambda i: float(i * i)) == pattern("even", lambda i: 1.0) \
+        == pattern("score", lambda i: None)
 
 
 def test_a_blind_budget_spaces_its_computed_steps_evenly(tiny):
@@ -152,6 +190,12 @@ def test_compute_budget_is_validated(bad):
         PreciseCacheConfig(step_rule="lfcache", compute_budget=bad)
 
 
+def test_budget_placement_is_validated():
+    assert PreciseCacheConfig(budget_placement="even").budget_placement == "even"
+    with pytest.raises(ValueError, match="budget_placement"):
+        PreciseCacheConfig(budget_placement="evenly")
+
+
 def test_compute_budget_with_a_block_rule_is_refused_clearly():
     with pytest.raises(ValueError, match="compute_budget cannot be combined with block_rule"):
         PreciseCacheConfig(block_rule="bwcache", compute_budget=0.5)
@@ -181,14 +225,26 @@ def test_the_first_estimate_of_the_step_count():
     assert first_estimate([1000.0]) is None
 
 
-def test_forced_steps_are_not_measured():
-    controller = BudgetController(0.5, num_blocks=4, end_span=1.5, partial=True)
-    bs = BudgetState()
+@pytest.mark.parametrize("keeps_probe", [False, True])
+def test_which_forced_steps_are_measured(keeps_probe):
+    # A rule without a probe (SenCache, Trajectory) is measured on free steps only; a probing
+    # rule (LFCache) also on the forced computed steps before a free one, never at the end.
     ts = timesteps("euler", 20)
-    calls = [controller.begin(bs, i, t, may_reuse=i >= 2, has_cache=True, probe_cost=0.1)
-             for i, t in enumerate(ts[:3])]
+    controller = BudgetController(0.5, num_blocks=4, end_span=1.5, partial=True,
+                                  keeps_probe=keeps_probe)
+    bs = BudgetState()
+    calls = [controller.begin(bs, i, t, may_reuse=2 <= i < 19, has_cache=True,
+                              probe_cost=0.1) for i, t in enumerate(ts)]
     assert [c.kind for c in calls[:2]] == ["compute", "compute"]
+    assert [c.measure for c in calls[:2]] == [keeps_probe, keeps_probe]
     assert calls[2].kind == "free" and calls[2].measure
+    assert calls[-1].kind == "compute" and not calls[-1].measure
+    # Where the budget covers every step, nothing is measured.
+    everything = BudgetController(1.0, num_blocks=4, end_span=1.5, partial=True,
+                                  keeps_probe=True)
+    bs = BudgetState()
+    assert not any(everything.begin(bs, i, t, may_reuse=i >= 2, has_cache=True,
+                                    probe_cost=0.1).measure for i, t in enumerate(ts))
 
 
 def test_the_trajectory_rule_predicts_the_extrapolation_error_of_a_curved_output():
