@@ -62,9 +62,10 @@ def uncached(config):
 
 
 def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
-                probe_backend, requested=None) -> CachedGraph:
+                probe_backend, requested=None, parallel=None) -> CachedGraph:
     """A ``CachedGraph`` running ``spec``'s pieces under ``config``'s rules. ``requested``:
-    the configuration the user asked for, when ``config`` is a lower tier of it."""
+    the configuration the user asked for, when ``config`` is a lower tier of it; ``parallel``:
+    the model's context parallelism (``integrations.context_parallel``), or None."""
     names = input_names(gm, capture.owner)
     roles = find_roles(names, weights_input(gm, example_inputs))
     pieces = [getattr(split, piece.name) for piece in spec.pieces]
