@@ -31,7 +31,7 @@ from pc_compile.errors import (
     UnsupportedGraph,
     UnsupportedGraphWarning,
 )
-from pc_compile.integrations.context_parallel import context_parallel, unready_split_hooks
+from pc_compile.integrations.context_parallel import context_parallel, has_context_parallel_hooks
 from pc_compile.runtime import registry
 from pc_compile.runtime.inductor import mode_options
 from pc_compile.streams import name_streams
@@ -85,15 +85,13 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
 
 def _with_parallel_hint(reason: PreciseCacheUnsupported, module) -> PreciseCacheUnsupported:
     """``reason``, saying why when the graph lost its blocks to context parallelism's hooks."""
-    unready = unready_split_hooks(module)
-    if not unready or not isinstance(reason, UnsupportedGraph):
+    if not isinstance(reason, UnsupportedGraph) or not has_context_parallel_hooks(module):
         return reason
     return UnsupportedGraph(
-        f"{reason}; {type(module).__name__} runs under context parallelism and the split "
-        f"hooks of {', '.join(unready)} were never called: their first call looks up the "
-        "forward's parameters in a way Dynamo cannot trace inside the block loop, so the "
-        "forward runs eagerly. Call the model once (eagerly) after enable_parallelism and "
-        "before compiling it"
+        f"{reason}; this graph is part of a model under context parallelism: its split hooks "
+        "look up the forward's parameters on their first call, which Dynamo cannot trace "
+        "inside the block loop, so Dynamo runs the forward eagerly and compiles its parts. "
+        "Call the model once (eagerly) after enable_parallelism and before compiling it"
     )
 
 

@@ -16,9 +16,10 @@ of diffusers.
 A split hook learns the positions of its module's forward parameters on its first call
 (``ModuleForwardMetadata``, through ``inspect.signature``). Dynamo cannot trace that lookup on
 blocks diffusers marks ``allow_in_graph`` (Wan's): the graph breaks inside the block loop and
-Dynamo runs the whole forward eagerly, for good. ``unready_split_hooks`` names the hooks that
-have not been called yet, for the error message; one call of the model before compiling fills
-them (README, "Many GPUs").
+Dynamo runs the whole forward eagerly, for good, and hands over the pieces it calls (the blocks,
+the rotary table), in which no block chain is found. ``has_context_parallel_hooks`` tells the
+fallback's message such a piece; one call of the model before compiling fills the hooks' cache
+(README, "Many GPUs").
 """
 
 from __future__ import annotations
@@ -53,21 +54,22 @@ def context_parallel(module) -> ContextParallel | None:
     return ContextParallel(group, degree) if degree > 1 else None
 
 
-def unready_split_hooks(module) -> list[str]:
-    """The submodules of ``module`` whose context-parallel split hook has not learned its
-    forward's parameter positions yet (the model was not called since it was enabled)."""
-    if context_parallel(module) is None:
-        return []
+def has_context_parallel_hooks(module) -> bool:
+    """Whether ``module`` or one of its submodules carries a context-parallel split or gather
+    hook: a model under context parallelism, or a part of one (a block, the rotary table)."""
+    if "diffusers" not in sys.modules or module is None:
+        return False
     try:
-        from diffusers.hooks.context_parallel import ContextParallelSplitHook
+        from diffusers.hooks.context_parallel import (
+            ContextParallelGatherHook,
+            ContextParallelSplitHook,
+        )
     except ImportError:
-        return []
-    names = []
-    for name, sub in module.named_modules():
+        return False
+    kinds = (ContextParallelSplitHook, ContextParallelGatherHook)
+    for sub in module.modules():
         registry = getattr(sub, "_diffusers_hook", None)
-        for hook in getattr(registry, "hooks", {}).values():
-            metadata = getattr(hook, "module_forward_metadata", None)
-            if (isinstance(hook, ContextParallelSplitHook) and metadata is not None
-                    and metadata.cached_parameter_indices is None):
-                names.append(name or "<root>")
-    return names
+        hooks = getattr(registry, "hooks", None)
+        if isinstance(hooks, dict) and any(isinstance(h, kinds) for h in hooks.values()):
+            return True
+    return False
