@@ -172,6 +172,8 @@ def compile_config(model, label: str, compiler: str):
             return torch.compile(model, backend="eager", mode=mode), None, mode
         return torch.compile(model, mode=mode), None, mode
     options = {"preset": name}
+    if mode is not None:
+        options["cuda_graphs"] = True  # the -ro rows measure the pieces under CUDA graphs
     if compiler == "eager":
         options["piece_compiler"] = "eager"
     if mode is None and "precisecache" in torch._dynamo.list_backends(exclude_tags=()):
@@ -293,7 +295,7 @@ def run_generation_config(label, model, inputs, args, device: Device, results: d
         row.update(compute_fraction=s["compute_fraction"], full_steps=s["full_steps"],
                    skipped_steps=s["skipped_steps"], stat_steps=s["steps"],
                    probe_evals=s["probe_evals"], block_bypasses=s["block_bypasses"],
-                   streams=s["streams"])
+                   streams=s["streams"], kept_mib=s["kept_bytes"] / 2**20)
     else:
         row["compute_fraction"] = 1.0
     row["self_rel"] = compare(final, warm)["rel"]  # warm vs timed generation: repeatability
@@ -404,9 +406,9 @@ def markdown(report: dict) -> str:
         f"{meta['compiler']}; command `{meta['command']}`",
         "",
         "| config | mode | step ms | x plain | compute fraction | x ideal | host reads/step "
-        "| syncs/step | compile s | x plain compile | peak GiB | x plain peak | rel diff vs plain "
-        "| elapsed s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| syncs/step | compile s | x plain compile | peak GiB | x plain peak | kept MiB "
+        "| rel diff vs plain | elapsed s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label in ORDER:
         row = rows.get(label)
@@ -415,7 +417,7 @@ def markdown(report: dict) -> str:
         if row.get("status") != "ok" or label == "probe":
             if label != "probe":
                 lines.append(f"| {label} | {row.get('status')}: {row.get('note', '')} "
-                             "| | | | | | | | | | | | |")
+                             "| | | | | | | | | | | | | |")
             continue
         lines.append(
             f"| {label} | {row['mode']} | {_f(row['step_ms'], '.1f')} | {_f(row.get('ratio'))} "
@@ -423,7 +425,8 @@ def markdown(report: dict) -> str:
             f"| {_f(row['host_reads_per_step'], '.2f')} | {_f(row.get('syncs_per_step'), '.2f')} "
             f"| {_f(row['compile_s'], '.1f')} | {_f(row.get('compile_ratio'), '.2f')} "
             f"| {_f(row.get('peak_gib'), '.2f')} | {_f(row.get('peak_ratio'))} "
-            f"| {_f(row.get('rel_vs_plain'), '.2e')} | {_f(row['elapsed_s'], '.0f')} |"
+            f"| {_f(row.get('kept_mib'), '.1f')} | {_f(row.get('rel_vs_plain'), '.2e')} "
+            f"| {_f(row['elapsed_s'], '.0f')} |"
         )
     lines.append("")
     probe = rows.get("probe", {})

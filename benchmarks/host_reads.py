@@ -52,6 +52,12 @@ def configurations(names=None) -> list[tuple[str, dict]]:
         for step, block in COMBINATIONS
     ]
     configs.append(("lfcache residual", {"preset": "flash", "step_reuse": "residual"}))
+    configs += [  # under a compute budget: the controller's path
+        ("turbo budget", {"preset": "turbo", "compute_budget": 0.465}),
+        ("trajectory budget", {"preset": "off", "step_rule": "trajectory",
+                               "compute_budget": 0.5}),
+        ("blind budget", {"preset": "off", "step_rule": "none", "compute_budget": 0.5}),
+    ]
     if names:
         configs = [c for c in configs if c[0] in names]
     return configs

@@ -69,7 +69,8 @@ def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
     names = input_names(gm, capture.owner)
     roles = find_roles(names, weights_input(gm, example_inputs))
     pieces = [getattr(split, piece.name) for piece in spec.pieces]
-    compiler = PieceCompiler(config.piece_compiler, None if mode == "default" else mode)
+    compiler = PieceCompiler(config.piece_compiler, None if mode == "default" else mode,
+                             config.cuda_graphs)
     engine = build_engine(config, spec, chain_pairs(spec), roles)
     graph = CachedGraph(
         spec=spec,
@@ -107,7 +108,8 @@ def build_probe(capture: Capture, paths: list, names: list, hidden_index, config
     call = capture.call
     layout = layout_for(capture.module, call, names[hidden_index])
     bind = {i: p for i, p in enumerate(paths) if p is not None and p[0] in call}
-    probe_config = dataclasses.replace(PRESETS["off"], piece_compiler=config.piece_compiler)
+    probe_config = dataclasses.replace(PRESETS["off"], piece_compiler=config.piece_compiler,
+                                       cuda_graphs=config.cuda_graphs)
     compiles = [0]
 
     def backend(probe_gm, probe_inputs, options=None, mode=None, user_mode=mode):

@@ -62,6 +62,10 @@ class PreciseCacheConfig:
             steps of UniPC and the last four of Euler at shift 3, 20-50 steps.
         piece_compiler: how each piece of the partitioned graph is compiled: ``"inductor"``
             (default), or ``"eager"`` to run the pieces uncompiled (debugging, fast tests).
+        cuda_graphs: under ``mode="reduce-overhead"`` (or ``"max-autotune"``), compile the
+            pieces with Inductor's CUDA graphs (default False: without them, warned once). The
+            runtime copies what it keeps out of the pieces' outputs, so a replay cannot change
+            a cache; not yet measured on a GPU.
         on_unsupported: what to do when the model cannot do what is asked: ``"warn"`` (the
             default) steps down, warning once, to the partitioned graph without caching or to
             plain Inductor (``pc_compile/fallback.py``); ``"error"`` raises
@@ -76,6 +80,12 @@ class PreciseCacheConfig:
             probed. Not with a block rule (bypassed blocks would make the spend unknowable).
         max_streams: guidance streams kept per compiled graph; the least recently used past
             this number lose their cache (their counters stay in ``stats``).
+        max_cache_bytes: the most bytes the streams of one compiled graph may keep across
+            steps (reuse history, the rules' states: ``stats()["kept_bytes"]``); None (default)
+            sets no cap. The streams that started first keep their caches; a stream whose
+            cache would take the total past the cap computes every step from then on (until
+            ``pc_compile.reset``), with a warning. A guidance pair split by the cap loses
+            fidelity (one branch reused, the other computed): allow both branches' caches.
         rule_options: the rules' options that differ from their defaults, as sorted
             ``(rule name, options)`` pairs (set them by their flat names instead).
     """
@@ -87,9 +97,11 @@ class PreciseCacheConfig:
     max_reuse: int = 0
     end_span: float = 1.5
     piece_compiler: str = "inductor"
+    cuda_graphs: bool = False
     on_unsupported: str = "warn"
     compute_budget: float | None = None
     max_streams: int = 8
+    max_cache_bytes: int | None = None
     rule_options: tuple = ()
 
     def __init__(self, **options):
@@ -114,6 +126,8 @@ class PreciseCacheConfig:
         checks.number("end_span", self.end_span, low=0.0, high=1000.0)
         checks.choice("piece_compiler", self.piece_compiler, PIECE_COMPILERS)
         checks.choice("on_unsupported", self.on_unsupported, ON_UNSUPPORTED)
+        if not isinstance(self.cuda_graphs, bool):
+            raise TypeError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
         if self.compute_budget is not None:
             checks.number("compute_budget", self.compute_budget, low=0.0, high=1.0,
                           low_open=True)
@@ -124,6 +138,8 @@ class PreciseCacheConfig:
                     "would change what they cost; use a step rule (lfcache, sencache) or none"
                 )
         checks.integer("max_streams", self.max_streams, low=1)
+        if self.max_cache_bytes is not None:
+            checks.integer("max_cache_bytes", self.max_cache_bytes, low=0)
 
     @property
     def caches(self) -> bool:

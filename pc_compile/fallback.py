@@ -64,6 +64,8 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
         if register:
             registry.register(seen.owner, graph)
             name_streams(seen.owner, graph)
+        else:  # the probe's network: its calls are not steps of a generation
+            graph.counts_steps = False
         return graph
 
     try:

@@ -6,6 +6,8 @@ block-equivalents at each call's shape) over steps x blocks: 1.0 for plain compu
 when caching. ``fallbacks`` lists what of the model runs a lower tier than asked, and why. Under
 a ``compute_budget``, ``budget`` gives the budget asked and the fraction each generation spent
 over its streams, and each stream's ``generations_detail`` its own per generation.
+``kept_bytes`` is what the streams keep across steps (reuse history, rule states), per stream
+in ``per_stream[name]["kept_bytes"]`` with its split in ``per_stream[name]["kept"]``.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ def stats(compiled, detail: bool = False) -> dict:
     totals = {name: 0 for name in COUNTERS}
     block_work = 0.0
     block_slots = 0
+    kept_total = 0
     streams = {}
     budget = None  # per generation index: [work, slots], over the streams of budgeted graphs
     owner = compiled_original(compiled)
     for number, (graph, table) in enumerate(_tables(compiled, owner)):
+        graph.engine.settle()  # values no decision needed, not read yet: read now, at once
         blocks = graph.spec.num_blocks
         controller = getattr(graph.engine, "budget", None)
         for state in table.all_streams():
@@ -46,7 +50,10 @@ def stats(compiled, detail: bool = False) -> dict:
             slots = c["steps"] * blocks
             block_work += work
             block_slots += slots
-            entry = dict(c, blocks=blocks, compute_fraction=work / slots if slots else 1.0)
+            kept = graph.engine.kept(state)
+            kept_total += sum(kept.values())
+            entry = dict(c, blocks=blocks, compute_fraction=work / slots if slots else 1.0,
+                         kept_bytes=sum(kept.values()), kept=kept)
             if controller is not None:
                 budget = budget if budget is not None else {"asked": controller.budget,
                                                             "work": []}
@@ -73,6 +80,7 @@ def stats(compiled, detail: bool = False) -> dict:
         streams=len(streams),
         compute_fraction=block_work / block_slots if block_slots else 1.0,
         per_stream=streams,
+        kept_bytes=kept_total,
         fallbacks=registry.fallbacks_of(owner),
     )
     if budget is not None:
@@ -85,5 +93,6 @@ def stats(compiled, detail: bool = False) -> dict:
 
 def reset(compiled) -> None:
     """Start a new generation: drop every cache and counter of ``compiled``."""
-    for _, table in _tables(compiled):
+    for graph, table in _tables(compiled):
+        graph.engine.later.clear()
         table.reset()

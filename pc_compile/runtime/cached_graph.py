@@ -14,11 +14,13 @@ the order of evaluation and the counters that ``stats`` reports.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
 
 from pc_compile.passes.partition_spec import PartitionSpec
+from pc_compile.runtime import ownership
 from pc_compile.runtime.engine import Engine
 from pc_compile.runtime.executor import (
     Executor,
@@ -27,6 +29,7 @@ from pc_compile.runtime.executor import (
 )
 from pc_compile.runtime.plan import BlockRecord, StepPlan
 from pc_compile.runtime.state import StreamState, StreamTable, tensor_identity
+from pc_compile.runtime.timestep import TimestepReader
 
 
 class CachedGraph:
@@ -58,6 +61,10 @@ class CachedGraph:
         # Called with the key of a set of weights this graph meets for the first time (another
         # instance of the model class, served by this graph without a compile of its own).
         self.on_new_weights = None
+        self.timesteps = TimestepReader()
+        # False for the probe's own graphs: their calls run every piece and are no steps (no
+        # stream, no timestep read).
+        self.counts_steps = True
         blocks = spec.blocks
         self.first_block, self.last_block = blocks[0], blocks[-1]
         self.chain_pairs = chain_pairs(spec)
@@ -70,6 +77,9 @@ class CachedGraph:
         ):
             # Training or gradients through the denoiser: caching would change the gradient.
             return self.run_full(inputs, None)[0]
+        if not self.counts_steps:
+            return self.run_full(inputs, None)[0]
+        ownership.new_call()
         weights = self._weights_key(inputs)
         table = self.table_for(weights)
         reader = self.stream_names.get(weights)
@@ -77,6 +87,10 @@ class CachedGraph:
                              reader() if reader is not None else None)
         timestep = self._timestep(inputs)
         table.enter_step(state, timestep)
+        state.following = self.timesteps.following if timestep is not None else None
+        if state.cache_off:
+            state.counters.full_steps += 1
+            return self.run_full(inputs, None, state=state)[0]
         # Guidance branches of one step (same latent, same timestep) take one decision: the
         # first branch decides, the others follow. Reusing in one branch while computing in
         # the other would put the whole caching error into (cond - uncond), which guidance
@@ -84,6 +98,8 @@ class CachedGraph:
         group = (self._identity_of(self.roles.hidden, inputs), timestep)
         leader = table.shared_decision(group, state)
         probes = state.counters.probe_evals
+        if leader is not None:
+            self.engine.follow(table.decider(), state)
         plan = self.engine.plan_step(state, inputs, self, leader)
         if self.probe is not None and state.counters.probe_evals != probes:
             # The probe's cost at this call's shape (a graph may serve several shapes).
@@ -94,11 +110,36 @@ class CachedGraph:
             table.record_decision(group, state, plan)
         if plan.reuse is not None:
             state.counters.skipped_steps += 1
-            return self.engine.reuse_output(state, inputs, self, plan)
-        state.counters.full_steps += 1
-        output, record = self.run_full(inputs, plan, state=state)
-        self.engine.after_full_step(state, inputs, output, record, plan, self)
+            output = self.engine.reuse_output(state, inputs, self, plan)
+        else:
+            state.counters.full_steps += 1
+            output, record = self.run_full(inputs, plan, state=state)
+            self.engine.after_full_step(state, inputs, output, record, plan, self)
+        if self.engine.max_cache_bytes is not None:
+            self._hold_cap(table, state)
         return output
+
+    def _hold_cap(self, table: StreamTable, state: StreamState) -> None:
+        """After a step of ``state``: while the graph's streams keep more than
+        ``max_cache_bytes``, the latest stream to have started drops its cache and computes
+        every step from now on (the streams that started first keep theirs)."""
+        cap = self.engine.max_cache_bytes
+        sizes = {s.order: sum(self.engine.kept(s).values()) for s in table.live_streams()}
+        total = sum(sizes.values())
+        for latest in sorted(table.live_streams(), key=lambda s: -s.order):
+            if total <= cap:
+                return
+            if sizes[latest.order] == 0 and latest is not state:
+                continue
+            total -= sizes[latest.order]
+            latest.memory = None
+            latest.cache_off = True
+            warnings.warn(
+                f"precisecache: max_cache_bytes={cap} is exceeded; stream {latest.name!r} "
+                f"(the latest to start, {sizes[latest.order]} bytes) drops its cache and "
+                "computes every step from now on",
+                stacklevel=3,
+            )
 
     def table_for(self, key: tuple) -> StreamTable:
         table = self.tables.get(key)
@@ -220,10 +261,7 @@ class CachedGraph:
     def _timestep(self, inputs: Sequence) -> float | None:
         if self.roles.timestep is None:
             return None
-        t = inputs[self.roles.timestep]
-        if isinstance(t, torch.Tensor):
-            return float(t.reshape(-1)[0])
-        return float(t)
+        return self.timesteps.value(inputs[self.roles.timestep])
 
 
 

@@ -20,18 +20,25 @@ when the plan reuses, ``after_full_step`` after a computed step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import torch
 
 from pc_compile.errors import OptionUnsupported
 from pc_compile.runtime.budget import COMPUTE, FREE, PARTIAL, BudgetController, BudgetState
 from pc_compile.runtime.guards import Guards
 from pc_compile.runtime.host import read_host
+from pc_compile.runtime.lookahead import look_ahead, upcoming
+from pc_compile.runtime.memory import kept_bytes
+from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.plan import BlockRecord, ReuseForm, StepPlan
 from pc_compile.runtime.reuse import ReuseHistory, form_for
 from pc_compile.runtime.rules import registry
 from pc_compile.runtime.rules.base import (
     BlockRule,
+    Later,
     RuleSetup,
     RuleUnsupported,
     StepContext,
@@ -53,6 +60,9 @@ class StreamMemory:
     budget: BudgetState = field(default_factory=BudgetState)  # under a compute budget
     last_plan: StepPlan | None = None  # the plan this stream decided last
     tail: tuple | None = None  # (k, residual from block k's input to the last block's output)
+    followers: list = field(default_factory=list)  # streams that follow this one's decisions
+    block_read: Any = None  # the block rule's measurement, read with the leader's step
+    seen: list = field(default_factory=list)  # the generation's distinct timesteps so far
 
 
 class Engine:
@@ -61,7 +71,7 @@ class Engine:
     def __init__(self, step_rule: StepRule | None = None, block_rule: BlockRule | None = None,
                  *, step_reuse: str = "extrapolate", guards: Guards = Guards(),
                  num_blocks: int = 0, probe_cost: float = 0.0,
-                 budget: BudgetController | None = None):
+                 budget: BudgetController | None = None, max_cache_bytes: int | None = None):
         self.step_rule = step_rule
         self.block_rule = block_rule
         self.step_reuse = step_reuse
@@ -69,6 +79,8 @@ class Engine:
         self.num_blocks = num_blocks
         self.probe_cost = probe_cost  # one probe evaluation in block-equivalents (stats)
         self.budget = budget  # the compute budget's controller, or None
+        self.max_cache_bytes = max_cache_bytes  # what a graph's streams may keep, or None
+        self.later: list[Later] = []  # values read with the next read, or by ``stats``
 
     @property
     def caches(self) -> bool:
@@ -98,30 +110,138 @@ class Engine:
             follows=follows, latent=None if hidden is None else inputs[hidden], probe=probe,
         )
 
-    def decide(self, state: StreamState, ctx: StepContext, memory: StreamMemory
+    def decide(self, state: StreamState, ctx: StepContext, memory: StreamMemory,
+               followers: Sequence[StreamState] = ()
                ) -> tuple[ReuseForm | None, Verdict | None, list | None]:
         """Both rules' measurements in one host read: (the reuse form, or None to compute;
-        the step rule's verdict, or None; the block rule's metric for the previous step)."""
+        the step rule's verdict, or None; the block rule's metric for the previous step).
+
+        The read also carries what ``followers`` (the streams that follow this stream's
+        decisions, the other guidance branches) will need at their own call of this step, so
+        that they read nothing, and the values kept for later (``Later``). Nothing is read
+        when nothing measured needs reading now (a decision fixed in advance)."""
         memory.context = ctx
         leads = self.step_rule is not None and not ctx.follows
-        step_tensors = self.step_rule.measure(ctx, memory.step) if leads else None
-        block_tensors = (self.block_rule.measure(ctx, memory.block)
-                         if self.block_rule is not None else None)
-        step_numbers, block_numbers = read_host(step_tensors, block_tensors)
+        if leads and not self.worth_measuring(state, ctx, memory):
+            leads = False
+            skip = getattr(self.step_rule, "skip", None)
+            if skip is not None:
+                skip(ctx, memory.step, True)
+        step_out = self.step_rule.measure(ctx, memory.step) if leads else None
+        block_out = None
+        if self.block_rule is not None:
+            if memory.block_read is not None:  # read with the leading branch's step
+                block_out, memory.block_read = memory.block_read, None
+            else:
+                block_out = self.block_rule.measure(ctx, memory.block)
+        step_tensors = step_out if _needs_read(step_out) else None
+        block_tensors = block_out if _needs_read(block_out) else None
+        ahead = []  # (follower memory, its block rule's tensors)
+        if not ctx.follows and self.block_rule is not None:
+            for other in followers:
+                if other is state or other.memory is None or other.memory.block_read is not None:
+                    continue
+                out = self.block_rule.measure(replace(ctx, follows=True, latent=None,
+                                                      probe=None), other.memory.block)
+                if out is not None:
+                    ahead.append((other.memory, out))
+        ahead_tensors = [out for _, out in ahead if _needs_read(out)]
+        if step_tensors is not None or block_tensors is not None or ahead_tensors:
+            step_numbers, block_numbers, *ahead_numbers = self.read(
+                step_tensors, block_tensors, *ahead_tensors)
+        else:
+            step_numbers = block_numbers = None
+            ahead_numbers = []
+        read = iter(ahead_numbers)
+        for other_memory, out in ahead:
+            other_memory.block_read = _Read(next(read)) if _needs_read(out) else out
         form = verdict = metric = None
-        if step_tensors is not None:
-            verdict = self.step_rule.conclude(ctx, memory.step, step_numbers)
-            state.counters.nonfinite_probes += bool(verdict.nonfinite)
+        if step_out is not None:
+            if step_tensors is not None:
+                verdict = self.step_rule.conclude(ctx, memory.step, step_numbers)
+            else:  # decided without a read: its trace values are read later
+                verdict = step_out
+            if not isinstance(verdict.nonfinite, torch.Tensor):
+                state.counters.nonfinite_probes += bool(verdict.nonfinite)
+            else:
+                counters = state.counters
+                self.later.append(Later([verdict.nonfinite], lambda n, c=counters: setattr(
+                    c, "nonfinite_probes", c.nonfinite_probes + bool(n[0]))))
             reuse = ctx.may_reuse and bool(verdict.reuse)
             settle = getattr(self.step_rule, "settle", None)
-            if settle is not None:
+            if settle is not None and step_tensors is not None:
                 settle(ctx, memory.step, reuse)
             memory.run = memory.run + 1 if reuse else 0
             if reuse:
                 form = form_for(self.step_reuse, verdict.extrapolate)
-        if block_tensors is not None:
-            metric = self.block_rule.conclude(ctx, memory.block, block_numbers)
+        if block_out is not None:
+            if isinstance(block_out, _Read):
+                metric = self.block_rule.conclude(ctx, memory.block, block_out.numbers)
+            elif isinstance(block_out, Later):
+                metric = block_out
+            else:
+                metric = self.block_rule.conclude(ctx, memory.block, block_numbers)
         return form, verdict, metric
+
+    @staticmethod
+    def kept_objects(state: StreamState) -> dict:
+        """What ``state`` keeps across steps, by owner: the reuse history (outputs, chain
+        residuals), the step rule's state (probe spectra, anchors), the block rule's
+        (residuals, outputs) and the partial step's residual under a budget."""
+        memory = state.memory
+        if memory is None:
+            return {"history": None, "step_rule": None, "block_rule": None, "partial": None}
+        return {"history": memory.history, "step_rule": memory.step,
+                "block_rule": memory.block, "partial": memory.tail}
+
+    def kept(self, state: StreamState) -> dict:
+        """Bytes ``state`` keeps across steps, by owner (``kept_objects``); each storage
+        counted once."""
+        seen: set = set()
+        return {name: kept_bytes(obj, seen) for name, obj in self.kept_objects(state).items()}
+
+    def worth_measuring(self, state: StreamState, ctx: StepContext, memory: StreamMemory
+                        ) -> bool:
+        """Whether the deciding stream's step rule measures this step (``lookahead.py``): a
+        forced step only when a free step follows and, for a rule running the probe, the
+        reuses still allowed are worth more than the probes; a free step always."""
+        t = ctx.timestep
+        if t is not None and (not memory.seen or t < memory.seen[-1]):
+            memory.seen.append(t)
+        if ctx.may_reuse:
+            return True
+        guards = self.guards
+        ahead = look_ahead(t, upcoming(state.following, memory.seen, ctx.step), ctx.step,
+                           guards.warmup_steps, guards.end_span, guards.max_reuse)
+        if ahead is None:
+            return True  # the steps to come are unknown
+        if ahead.free == 0:
+            return False
+        if not getattr(self.step_rule, "needs_probe", False):
+            return True
+        streams = 1 + len(memory.followers)
+        return ahead.pays(self.probe_cost / (self.num_blocks * streams))
+
+    def follow(self, leader: StreamState, follower: StreamState) -> None:
+        """``follower`` follows ``leader``'s decision at this step: at its next step, the
+        leader's read carries what the follower's block rule measured."""
+        memory = self.memory(leader)
+        if follower not in memory.followers:
+            memory.followers.append(follower)
+
+    def read(self, *groups):
+        """``read_host(*groups)``, carrying the values kept for later along in the same
+        read (and handing them to their ``apply``)."""
+        later, self.later = self.later, []
+        numbers = read_host(*groups, *(w.tensors for w in later))
+        for w, values in zip(later, numbers[len(groups):]):
+            w.apply(values)
+        return numbers[:len(groups)]
+
+    def settle(self) -> None:
+        """Read the values kept for later (trace entries, counters), in one read."""
+        if self.later:
+            self.read()
 
     def plan_step(self, state: StreamState, inputs, graph, leader: StepPlan | None = None
                   ) -> StepPlan:
@@ -148,7 +268,8 @@ class Engine:
                 return self.follow_budget(state, memory, ctx, leader)
         elif self.budget is not None:
             return self.plan_budget(state, memory, ctx)
-        form, verdict, metric = self.decide(state, ctx, memory)
+        followers = () if follows else [f for f in memory.followers if f.memory is not None]
+        form, verdict, metric = self.decide(state, ctx, memory, followers)
         info = verdict.info if verdict is not None else {}
         if follows:
             info = {"followed": True}
@@ -156,7 +277,12 @@ class Engine:
                     and memory.history.has(self.step_reuse)):
                 form = leader.reuse
         if metric is not None and state.trace:  # measured on the step before this one
-            state.trace[-1]["block_metric"] = metric
+            if isinstance(metric, Later):  # not needed to decide: read later, for the trace
+                entry, note = state.trace[-1], metric.apply
+                self.later.append(Later(metric.tensors, lambda n, e=entry, f=note: e.__setitem__(
+                    "block_metric", f(n))))
+            else:
+                state.trace[-1]["block_metric"] = metric
         if form is not None:
             plan = StepPlan(reuse=form)
         elif self.block_rule is not None:
@@ -166,17 +292,7 @@ class Engine:
         else:
             plan = StepPlan()
         plan.record_chain = self.step_reuse == "residual" and form is None
-        state.trace.append({
-            "step": state.step_in_generation,
-            "timestep": state.last_timestep,
-            "computed": form is None,
-            "reuse": None if form is None else form.value,
-            "blocks": None if form is not None else (
-                [True] * self.num_blocks if plan.compute_blocks is None
-                else list(plan.compute_blocks)
-            ),
-            **info,
-        })
+        self.trace(state, plan, info)
         return plan
 
     # -- under a compute budget (``budget.py``) ----------------------------------------------
@@ -197,8 +313,8 @@ class Engine:
         measured = False
         if call.kind == FREE and call.measure and self.step_rule is not None:
             tensors = self.step_rule.measure(ctx, memory.step)
-            if tensors is not None:
-                numbers = read_host(tensors)[0]
+            if tensors is not None:  # a free step may reuse: never a verdict without a read
+                numbers = self.read(tensors)[0]
                 verdict = self.step_rule.conclude(ctx, memory.step, numbers)
                 state.counters.nonfinite_probes += bool(verdict.nonfinite)
             measured = True
@@ -268,7 +384,9 @@ class Engine:
         return StepPlan(compute_blocks=compute, residuals=residuals, partial=k)
 
     def trace(self, state: StreamState, plan: StepPlan, info: dict) -> None:
-        state.trace.append({
+        """The step's entry in the stream's trace; values still on the device (no decision
+        needed them) are filled in by a later read, or when ``stats`` asks."""
+        entry = {
             "step": state.step_in_generation,
             "timestep": state.last_timestep,
             "computed": plan.reuse is None,
@@ -278,7 +396,12 @@ class Engine:
                 else list(plan.compute_blocks)
             ),
             **info,
-        })
+        }
+        kept = [k for k, v in info.items() if isinstance(v, torch.Tensor)]
+        if kept:
+            self.later.append(Later([entry[k] for k in kept], lambda n, e=entry, ks=kept:
+                                    e.update(zip(ks, n))))
+        state.trace.append(entry)
 
     def reuse_output(self, state: StreamState, inputs, graph, plan: StepPlan):
         """The output of a step whose plan reuses, in the plan's form."""
@@ -295,7 +418,7 @@ class Engine:
         chain = record.chain_residual if record is not None else None
         memory.history.record(self.step_reuse, state.last_timestep, output, chain)
         if record is not None and record.tail_residual is not None:
-            memory.tail = (plan.record_tail, record.tail_residual)
+            memory.tail = (plan.record_tail, keep(record.tail_residual))
         elif plan.partial is None:
             memory.tail = None  # recorded for another k, or not at all: out of date
         if self.step_rule is not None:
@@ -303,6 +426,19 @@ class Engine:
         if self.block_rule is not None:
             self.block_rule.after(memory.context, memory.block, plan.block_plan, record)
         memory.context = None
+
+
+@dataclass
+class _Read:
+    """A block rule's measurement read ahead, with another stream's step."""
+
+    numbers: list
+
+
+def _needs_read(out) -> bool:
+    """Whether a rule's ``measure`` answer is tensors to read now (not None, a ``Verdict``
+    decided without a read, a ``Later`` or numbers already read)."""
+    return out is not None and not isinstance(out, (Verdict, Later, _Read))
 
 
 def needs_probe(step_rule: str) -> bool:
@@ -348,4 +484,5 @@ def build_engine(config, spec, chain_pairs, roles=None) -> Engine:
         budget = BudgetController(config.compute_budget, len(spec.blocks), config.end_span,
                                   partial=chain_pairs is not None)
     return Engine(step_rule, block_rule, step_reuse=config.step_reuse, guards=guards,
-                  num_blocks=len(spec.blocks), budget=budget)
+                  num_blocks=len(spec.blocks), budget=budget,
+                  max_cache_bytes=config.max_cache_bytes)

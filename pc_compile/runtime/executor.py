@@ -19,6 +19,7 @@ import torch
 import torch.fx
 
 from pc_compile.passes.partition_spec import PartitionSpec, Ref
+from pc_compile.runtime import ownership
 from pc_compile.runtime.inductor import compile_piece, piece_options
 
 PieceFn = Callable[..., object]
@@ -31,10 +32,10 @@ class PieceCompiler:
     mode applies to the pieces.
     """
 
-    def __init__(self, mode: str, inductor_mode: str | None = None):
+    def __init__(self, mode: str, inductor_mode: str | None = None, cuda_graphs: bool = False):
         self.mode = mode
         self.inductor_mode = inductor_mode
-        self.options = piece_options(inductor_mode) if mode == "inductor" else {}
+        self.options = piece_options(inductor_mode, cuda_graphs) if mode == "inductor" else {}
         self.seconds = 0.0  # total time spent compiling pieces
 
     def __call__(self, module: torch.fx.GraphModule, example_args: list) -> PieceFn:
@@ -64,7 +65,9 @@ class Executor:
             start = time.perf_counter()
             fn = self._kernels[key] = self.compiler(self.modules[number], args)
             self.compiler.seconds += time.perf_counter() - start
-        return fn(*args)
+        out = fn(*args)
+        ownership.mark(out)
+        return out
 
     @staticmethod
     def resolve(ref: Ref, inputs: Sequence, results: list):

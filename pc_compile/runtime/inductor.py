@@ -11,11 +11,13 @@ returning a tuple), so it is always handed a copy: the piece's GraphModule is co
 every new shape, and must stay as the passes made it.
 
 Modes. ``torch.compile``'s ``mode`` is applied through ``torch._inductor.list_mode_options``,
-with one deliberate change: pieces never run under Inductor's CUDA graphs. The caching rules keep
-piece outputs across calls (the last step's output, each block's residual), and a CUDA-graph
-replay overwrites the memory of the previous replay's outputs. So ``reduce-overhead`` compiles
-the pieces like ``default`` and ``max-autotune`` like ``max-autotune-no-cudagraphs``; each is
-said once by a warning. A graph that falls back to plain Inductor gets the user's mode unchanged.
+with one change by default: pieces do not run under Inductor's CUDA graphs, so
+``reduce-overhead`` compiles them like ``default`` and ``max-autotune`` like
+``max-autotune-no-cudagraphs``, said once by a warning. The runtime copies what it keeps out of
+a piece's outputs (``runtime/ownership.py``), which a CUDA-graph replay would overwrite, so the
+pieces can run under CUDA graphs: the option ``cuda_graphs=True`` keeps the mode's CUDA graphs.
+It stays off by default until it is measured on a GPU (``benchmarks/gpu_check.py``'s ``-ro``
+rows run it). A graph that falls back to plain Inductor gets the user's mode unchanged.
 """
 
 from __future__ import annotations
@@ -46,15 +48,18 @@ def mode_options(mode: str | None) -> dict:
                          f"{', '.join(MODES)}") from error
 
 
-def piece_options(mode: str | None) -> dict:
+def piece_options(mode: str | None, cuda_graphs: bool = False) -> dict:
     """The config patches the pieces are compiled with under ``mode``: the mode's, without
-    CUDA graphs (see the module's docstring)."""
+    CUDA graphs unless ``cuda_graphs`` (see the module's docstring)."""
     patches = mode_options(mode)
+    if cuda_graphs:
+        return patches
     if patches.get("triton.cudagraphs") and mode not in _said:
         _said.add(mode)
         message = (f"precisecache: mode={mode!r} compiles the cached pieces as "
-                   f"mode={_CUDAGRAPH_MODES.get(mode, 'default')!r}, without CUDA graphs "
-                   "(cached outputs must outlive the next replay)")
+                   f"mode={_CUDAGRAPH_MODES.get(mode, 'default')!r}, without CUDA graphs; "
+                   "backend=pc_compile.backend(cuda_graphs=True) keeps them (not yet measured on "
+                   "a GPU)")
         log.debug(message)
         warnings.warn(message, UserWarning, stacklevel=3)
     patches["triton.cudagraphs"] = False

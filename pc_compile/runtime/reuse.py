@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pc_compile.runtime.history import extrapolate, remember
+from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.plan import ReuseForm
 
 STEP_REUSE = ("extrapolate", "output", "residual")
@@ -49,9 +50,9 @@ class ReuseHistory:
 
     def record(self, step_reuse: str, t: float | None, output, chain_residual) -> None:
         if step_reuse == "residual":
-            remember(self.chain_residuals, t, chain_residual)
+            remember(self.chain_residuals, t, keep(chain_residual))
         else:
-            remember(self.outputs, t, output, 2 if step_reuse == "extrapolate" else 1)
+            remember(self.outputs, t, keep(output), 2 if step_reuse == "extrapolate" else 1)
 
     def output(self, form: ReuseForm, t: float | None, inputs, graph):
         """The reused step's output at ``t``; ``graph`` runs the prologue and epilogue of the

@@ -85,6 +85,11 @@ class StreamState:
     # decide on evaluation 0; the later evaluations of the step compute.
     evaluation_in_step: int = 0
     ended: bool = False  # the caller said the generation ended: the next call starts one
+    # The timesteps of the steps after this one when the caller's schedule is known
+    # (``TimestepReader.following``), else None.
+    following: list | None = None
+    cache_off: bool = False  # over ``max_cache_bytes``: computes every step, keeps nothing
+    order: int = 0  # streams of a table in the order they started
     trace: list = field(default_factory=list)
     finished: list = field(default_factory=list)  # counters of each finished generation
     generation_base: dict = field(default_factory=dict)  # counters when this one started
@@ -163,7 +168,7 @@ class StreamTable:
         if state is None:
             name = explicit if explicit is not None else f"stream{self._names}"
             self._names += 1
-            state = StreamState(name=name)
+            state = StreamState(name=name, order=self._names)
             state.counters.generations = 0
             self._live[key] = state
             while len(self._live) > self.max_streams:
@@ -217,9 +222,17 @@ class StreamTable:
             return None
         return reuse
 
+    def decider(self) -> StreamState | None:
+        """The stream that took the last recorded decision."""
+        return None if self._group is None else self._group[1]
+
     def record_decision(self, group: tuple, state: StreamState, plan) -> None:
         """``state`` decided this step's ``plan``: the other streams of ``group`` follow it."""
         self._group = (group, state, plan)
+
+    def live_streams(self) -> list[StreamState]:
+        """The streams that may hold a cache, least recently used first."""
+        return list(self._live.values())
 
     def all_streams(self) -> list[StreamState]:
         return self._retired + list(self._live.values())

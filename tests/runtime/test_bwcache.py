@@ -6,6 +6,7 @@ from pc_compile.runtime.guards import Guards
 from pc_compile.runtime.host import read_host
 from pc_compile.runtime.plan import BlockRecord
 from pc_compile.runtime.rules import RuleSetup
+from pc_compile.runtime.rules.base import Later
 from pc_compile.runtime.rules.bwcache import BWCache, BWCacheOptions
 from pc_compile.runtime.state import StreamState
 
@@ -23,6 +24,8 @@ class Rule:
     def absorb(self, stream):
         ctx = self.guards.context(stream)
         tensors = self.bw.measure(ctx, self.state)
+        if isinstance(tensors, Later):  # the plan does not depend on it: trace values only
+            return tensors.apply(read_host(tensors.tensors)[0])
         return None if tensors is None else self.bw.conclude(ctx, self.state,
                                                              read_host(tensors)[0])
 

@@ -176,8 +176,11 @@ def test_lfcache_and_blockcache_read_the_host_once_per_step(tolist_calls, monkey
     reads = []
     original = engine_module.read_host
 
+    inside = []
+
     def spy(*groups):
-        reads.append(tuple(group is not None for group in groups))
+        if inside:  # not ``stats``' read of the values kept for the trace
+            reads.append(tuple(group is not None for group in groups))
         return original(*groups)
 
     monkeypatch.setattr(engine_module, "read_host", spy)
@@ -186,7 +189,11 @@ def test_lfcache_and_blockcache_read_the_host_once_per_step(tolist_calls, monkey
 
     def counted(self, *args, **kwargs):
         before = len(tolist_calls)
-        plan = plan_step(self, *args, **kwargs)
+        inside.append(True)
+        try:
+            plan = plan_step(self, *args, **kwargs)
+        finally:
+            inside.pop()
         if self.caches:  # not the probe's network, which runs uncached
             per_step.append(len(tolist_calls) - before)
         return plan
@@ -201,6 +208,7 @@ def test_lfcache_and_blockcache_read_the_host_once_per_step(tolist_calls, monkey
     stats = pc_compile.stats(compiled)
     assert len(per_step) == stats["steps"] == 2 * len(TIMESTEPS)
     assert max(per_step) == 1 and stats["skipped_steps"] > 0 and stats["block_bypasses"] > 0
-    # Some steps carried both rules' measurements in their one read.
-    assert (True, True) in reads
+    # Some steps carried the step rule's and a block rule's measurements in their one read
+    # (the block rule's of the other guidance branch, read ahead for it).
+    assert any(r[0] and any(r[1:3]) for r in reads)
     assert sum(per_step) == sum(any(r) for r in reads)

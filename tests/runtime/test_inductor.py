@@ -1,6 +1,7 @@
 """Pieces compiled by Inductor: at every shape, from an unchanged GraphModule, in every mode."""
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -80,3 +81,14 @@ def test_a_second_compile_of_a_piece_is_served_by_the_fx_graph_cache():
     hits = counters["inductor"]["fxgraph_cache_hit"]
     PieceCompiler("inductor")(gm, args)
     assert counters["inductor"]["fxgraph_cache_hit"] == hits + 1
+
+
+def test_cuda_graphs_option_keeps_the_modes_cuda_graphs(monkeypatch):
+    monkeypatch.setattr(inductor, "_said", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for: no warning
+        options = PieceCompiler("inductor", "reduce-overhead", cuda_graphs=True).options
+    assert options["triton.cudagraphs"] is True
+    assert piece_options(None, cuda_graphs=True).get("triton.cudagraphs", False) is False
+    with pytest.raises(TypeError, match="cuda_graphs must be True or False"):
+        pc_compile.PreciseCacheConfig(cuda_graphs="yes")

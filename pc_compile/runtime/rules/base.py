@@ -18,6 +18,13 @@ Order of the engine's calls in one step, for the stream's state ``s`` of each ru
     step.after_full_step(ctx, s, output)      (when the step was computed)
     block.after(ctx, s, plan, record)         (when the step was computed)
 
+A step whose decision is fixed in advance (``StepContext.may_reuse`` is False for a step rule;
+for a block rule, a plan that does not depend on the measurement) needs no read: ``measure``
+may then answer without one. A step rule returns a ``Verdict`` (``reuse`` False) whose ``info``
+values and ``nonfinite`` may be 0-dim device tensors; a block rule returns a ``Later`` whose
+``apply`` turns the host copy of its tensors into the trace's ``block_metric``. The engine reads
+such values with the next read it makes anyway (or when ``stats`` asks), never for them alone.
+
 ``numbers`` holds one entry per measured tensor, in order: a float for a 0-dim tensor, the flat
 list of its values (as floats) for any other. A rule keeps whatever it needs between calls in
 the state object its ``new_state()`` returns; the engine makes a fresh one at each new
@@ -104,6 +111,15 @@ class Verdict:
 
 
 @dataclass
+class Later:
+    """Tensors that no decision needs now: read with the next read, then ``apply(numbers)``
+    (``numbers`` as ``conclude`` would get them)."""
+
+    tensors: list
+    apply: Callable[[list], Any]
+
+
+@dataclass
 class BlockPlan:
     """A block rule's plan for a computed step.
 
@@ -125,9 +141,10 @@ class StepRule(Protocol):
     def new_state(self) -> Any:
         """This rule's state for a new generation of one stream."""
 
-    def measure(self, ctx: StepContext, state: Any) -> Sequence[torch.Tensor] | None:
+    def measure(self, ctx: StepContext, state: Any) -> Sequence[torch.Tensor] | Verdict | None:
         """Device tensors whose values decide this step, or None: compute, no verdict (and
-        ``conclude`` is not called). Keeps on ``state`` what ``conclude`` needs."""
+        ``conclude`` is not called), or a ``Verdict`` taken without a read (when
+        ``ctx.may_reuse`` is False). Keeps on ``state`` what ``conclude`` needs."""
 
     def conclude(self, ctx: StepContext, state: Any, numbers: list) -> Verdict:
         """The verdict, from the host copy of what ``measure`` returned."""
@@ -151,8 +168,11 @@ class BlockRule(Protocol):
     def new_state(self) -> Any:
         """This rule's state for a new generation of one stream."""
 
-    def measure(self, ctx: StepContext, state: Any) -> Sequence[torch.Tensor] | None:
-        """Measurements still on the device (from the last computed step), or None."""
+    def measure(self, ctx: StepContext, state: Any) -> Sequence[torch.Tensor] | Later | None:
+        """Measurements still on the device (from the last computed step), or None, or a
+        ``Later`` when this step's plan does not depend on them. For a stream that follows
+        another's decisions (``ctx.follows``), it is called at the leading stream's step, with
+        the leader's context, so that the leader's read carries it."""
 
     def conclude(self, ctx: StepContext, state: Any, numbers: list) -> list | None:
         """Take in the host copy of what ``measure`` returned; returns what the trace shows

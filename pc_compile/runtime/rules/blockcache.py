@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from pc_compile.runtime import checks
+from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.plan import BlockRecord
 from pc_compile.runtime.rules.base import BlockPlan, RuleSetup, StepContext
 from pc_compile.runtime.rules.registry import register_block_rule
@@ -97,7 +98,7 @@ class BlockCache:
         norms = []
         device = next(o.device for outs in record.outputs for o in outs)
         for ins, outs in zip(record.inputs, record.outputs):
-            deltas = tuple(o - i for i, o in zip(ins, outs))
+            deltas = keep(tuple(o - i for i, o in zip(ins, outs)))
             residuals.append(deltas)
             squares = [d.float().square().sum() for d in deltas]
             norms.append(torch.stack(squares).sum().sqrt() if squares

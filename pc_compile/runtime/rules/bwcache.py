@@ -42,8 +42,9 @@ from dataclasses import dataclass
 import torch
 
 from pc_compile.runtime import checks
+from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.plan import BlockRecord
-from pc_compile.runtime.rules.base import BlockPlan, RuleSetup, StepContext
+from pc_compile.runtime.rules.base import BlockPlan, Later, RuleSetup, StepContext
 from pc_compile.runtime.rules.registry import register_block_rule
 
 BW_SCOPES = ("block", "mean")
@@ -100,7 +101,12 @@ class BWCache:
         return state.left
 
     def measure(self, ctx: StepContext, state: BWCacheState):
-        return None if state.pending is None else [state.pending]
+        if state.pending is None:
+            return None
+        if ctx.warmup or ctx.near_end:  # every block computes: the values go to the trace only
+            pending, state.pending = state.pending, None
+            return Later([pending], lambda numbers: [v if v == v else None for v in numbers[0]])
+        return [state.pending]
 
     def conclude(self, ctx: StepContext, state: BWCacheState, numbers: list) -> list:
         """Turn the host copy of the measurements into reuse decisions; returns them."""
@@ -151,6 +157,6 @@ class BWCache:
                 size = sum(float_l1(b) for b in before)
                 values.append(change / size.clamp_min(torch.finfo(torch.float32).tiny))
             if ran:
-                residuals[j] = tuple(o - i for i, o in zip(ins, outs))
-                outputs[j] = tuple(o.detach() for o in outs)
+                residuals[j] = keep(tuple(o - i for i, o in zip(ins, outs)))
+                outputs[j] = keep(tuple(outs))
         state.pending = torch.stack(values)

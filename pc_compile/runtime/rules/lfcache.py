@@ -176,6 +176,13 @@ class LFCache:
             finite, metric, zero)
         threshold = options.alpha * largest
         reuse_ok = (accumulated <= threshold) & finite
+        if not ctx.may_reuse:  # the step computes whatever the probe says: nothing to read
+            state.largest = largest
+            state.accumulated = zero
+            remember(computed, t, spectrum)
+            info = {"metric": metric, "lfd": step, "accumulated": accumulated,
+                    "threshold": threshold}
+            return Verdict(reuse=False, extrapolate=chosen, info=info, nonfinite=~finite)
         state.measured = Measured(t, spectrum, zero, largest, accumulated, chosen, errors)
         values = [reuse_ok, finite, step, metric, accumulated, threshold]
         return values if better is None else [*values, better, *gaps]

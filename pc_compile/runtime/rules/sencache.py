@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import torch
 
 from pc_compile.runtime import checks
+from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.rules.base import RuleSetup, RuleUnsupported, StepContext, Verdict
 from pc_compile.runtime.rules.registry import register_step_rule
 
@@ -119,6 +120,10 @@ class SenCache:
         if anchor is None or anchor.sensitivity is None:  # nothing measured yet: compute
             return None
         predicted = anchor.sensitivity * rms(ctx.latent - anchor.x) / anchor.scale
+        if not ctx.may_reuse:  # the step computes: the prediction only goes to the trace
+            info = {"metric": predicted, "threshold": self.epsilon,
+                    "sensitivity": anchor.sensitivity}
+            return Verdict(reuse=False, extrapolate=self.extrapolate, info=info)
         return [predicted, anchor.sensitivity]
 
     def conclude(self, ctx: StepContext, state: SenCacheState, numbers: list) -> Verdict:
@@ -130,7 +135,7 @@ class SenCache:
     def after_full_step(self, ctx: StepContext, state: SenCacheState, output) -> None:
         """Measure the sensitivity between this computed step and the one before it."""
         x = ctx.latent.detach().clone()
-        v = first_tensor(output).detach()
+        v = keep(first_tensor(output))
         before = state.anchor
         sensitivity = None
         if before is not None:

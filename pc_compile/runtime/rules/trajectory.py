@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pc_compile.runtime import checks
+from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.rules.base import RuleSetup, StepContext, Verdict
 from pc_compile.runtime.rules.registry import register_step_rule
 from pc_compile.runtime.rules.sencache import first_tensor, rms
@@ -84,7 +85,7 @@ class Trajectory:
         t = ctx.timestep
         if t is None:
             return
-        v = first_tensor(output).detach()
+        v = keep(first_tensor(output))
         computed = state.computed
         computed.append((t, v))
         del computed[:-3]

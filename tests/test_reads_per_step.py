@@ -1,0 +1,85 @@
+"""Host reads per step for every preset and step/block rule combination, on a pipeline-shaped
+loop (a tiny Wan transformer, the timestep a view of the schedule tensor, guidance as two
+calls per step, 20 steps), counted with ``tests/host_reads.py``:
+
+* at most one read per step;
+* none on the second guidance branch (its decision and its block rule's measurements travel
+  in the first branch's read);
+* none on the warm-up steps after the first: their decision is fixed. The first step of a
+  generation reads the schedule once (preset off too, and nothing else) (a new generation is told by its timesteps, and this
+  copy gives every later step's timestep without a read). BlockCache is the exception: its
+  plan bypasses blocks in the warm-up too, so its ranking is read where it is refreshed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pc_compile
+from benchmarks.host_reads import configurations
+from benchmarks.loop import WAN_SIZES, Loop, build_wan, make_inputs
+from tests.host_reads import HostReads
+
+STEPS = 20
+
+
+def count(options: dict) -> tuple[HostReads, dict]:
+    torch._dynamo.reset()
+    wan = WAN_SIZES["tiny"]
+    model, inputs = build_wan(wan), make_inputs(wan)
+    compiled = torch.compile(model, backend="precisecache",
+                             options=dict(options, piece_compiler="eager"))
+    with torch.no_grad():
+        Loop(steps=STEPS)(compiled, inputs)
+        pc_compile.reset(compiled)
+        reads = HostReads(stack_depth=2)
+        with reads:
+            Loop(steps=STEPS, around=lambda i, b: reads.scope(step=i, branch=b))(compiled, inputs)
+    return reads, pc_compile.stats(compiled, detail=True)
+
+
+@pytest.mark.parametrize("label,options", configurations(), ids=lambda x: x
+                         if isinstance(x, str) else "")
+def test_one_read_per_step_none_on_uncond_none_in_warm_up(label, options):
+    reads, stats = count(options)
+    per_step = reads.per("step", range(STEPS))
+    assert max(per_step.values()) <= 1, (per_step, reads.sites())
+    assert reads.per("branch").get("uncond", 0) == 0, reads.sites(reads.where(branch="uncond"))
+    config = pc_compile.PRESETS[options["preset"]]
+    config = config if "step_rule" not in options else pc_compile.PreciseCacheConfig(
+        **{k: v for k, v in options.items() if k != "preset"})
+    if config.caches:
+        assert per_step[0] == 1  # the schedule, once per generation
+        if config.block_rule != "blockcache":
+            assert [per_step[i] for i in range(1, config.warmup_steps)] == \
+                [0] * (config.warmup_steps - 1)
+    else:
+        # Preset off decides nothing; it reads the schedule once per generation, to tell
+        # generations apart for ``stats`` (``generations``, per-generation fractions).
+        assert per_step[0] == 1 and reads.count == 1
+    assert stats["steps"] == 2 * STEPS
+
+
+def test_a_timestep_that_is_no_view_of_a_schedule_is_read_by_the_first_branch():
+    """A pipeline passing a fresh timestep tensor per step: read once per step, by the first
+    branch (the rules need it before they measure, so a step that measures reads twice: not
+    yet one read, see ``runtime/timestep.py``)."""
+    torch._dynamo.reset()
+    wan = WAN_SIZES["tiny"]
+    model, inputs = build_wan(wan), make_inputs(wan)
+    compiled = torch.compile(model, backend="precisecache",
+                             options={"preset": "turbo", "piece_compiler": "eager"})
+    reads = HostReads(stack_depth=0)
+    x = inputs.noise
+    with torch.no_grad(), reads:
+        for i in range(7):
+            t = torch.full((1,), 1000.0 - 100.0 * i)  # not a view
+            with reads.scope(step=i):
+                for text in (inputs.cond, inputs.uncond):
+                    compiled(hidden_states=x, timestep=t, encoder_hidden_states=text,
+                             return_dict=False)
+    per_step = reads.per("step", range(7))
+    assert [per_step[i] for i in range(5)] == [1] * 5  # warm-up: the timestep alone
+    assert per_step[5] == 2  # the timestep, then the probe's measurement
+    assert per_step[6] == 1  # after a reuse turbo computes (max_reuse 1): no measurement read
