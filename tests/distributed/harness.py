@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import importlib.util
 import os
 import pickle
 import signal
@@ -42,7 +43,10 @@ def run_ranks(target, world: int = 2, timeout: float = 120.0, **kwargs) -> list:
     with tempfile.TemporaryDirectory() as folder:
         job = os.path.join(folder, "job.pkl")
         with open(job, "wb") as f:
-            pickle.dump((target.__module__, target.__name__, world, kwargs, folder), f)
+            module = target.__module__
+            if module == "__main__":  # a script: the ranks load its file under another name
+                module = os.path.abspath(sys.modules["__main__"].__file__)
+            pickle.dump((module, target.__name__, world, kwargs, folder), f)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]))
         # A session of its own, so that a timeout kills the ranks too, not only their parent.
@@ -82,10 +86,21 @@ def _rank_main(rank: int, module: str, name: str, world: int, kwargs: dict, fold
                             timeout=datetime.timedelta(seconds=60))
     try:
         patch_device_count()
-        target = getattr(importlib.import_module(module), name)
+        target = getattr(_load(module), name)
         torch.save(target(rank, world, **kwargs), os.path.join(folder, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def _load(module: str):
+    """A module by name, or a script by its path (as ``ranked_script``, so that its
+    ``if __name__ == "__main__"`` block does not run again)."""
+    if not module.endswith(".py"):
+        return importlib.import_module(module)
+    spec = importlib.util.spec_from_file_location("ranked_script", module)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
 def _main(job: str) -> None:
