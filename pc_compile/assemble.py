@@ -62,15 +62,17 @@ def uncached(config):
 
 
 def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
-                probe_backend, requested=None) -> CachedGraph:
+                probe_backend, requested=None, parallel=None) -> CachedGraph:
     """A ``CachedGraph`` running ``spec``'s pieces under ``config``'s rules. ``requested``:
-    the configuration the user asked for, when ``config`` is a lower tier of it."""
+    the configuration the user asked for, when ``config`` is a lower tier of it; ``parallel``:
+    the model's context parallelism (``integrations.context_parallel``), or None."""
     names = input_names(gm, capture.owner)
     roles = find_roles(names, weights_input(gm, example_inputs))
     pieces = [getattr(split, piece.name) for piece in spec.pieces]
     compiler = PieceCompiler(config.piece_compiler, None if mode == "default" else mode,
                              config.cuda_graphs)
     engine = build_engine(config, spec, chain_pairs(spec), roles)
+    engine.group = parallel.group if parallel is not None else None
     graph = CachedGraph(
         spec=spec,
         executor=Executor(spec, pieces, compiler),
@@ -81,7 +83,8 @@ def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
     )
     if needs_probe(config.step_rule):
         graph.probe = build_probe(capture, input_paths(gm, capture.owner), names, roles.hidden,
-                                  config, mode, probe_backend)
+                                  config, mode, probe_backend,
+                                  parallel.degree if parallel is not None else 1)
         engine.probe_cost = spec.num_blocks * graph.probe.token_ratio
         if graph.probe.token_ratio > 0.5:
             warnings.warn(
@@ -95,10 +98,11 @@ def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
 
 
 def build_probe(capture: Capture, paths: list, names: list, hidden_index, config, mode,
-                probe_backend):
+                probe_backend, multiple: int = 1):
     """A ``ProbeNetwork`` for the compiled module; ``paths[i]`` is where graph input i lies in
     the call (``roles.input_paths``), ``names[i]`` its argument. Its pieces are compiled in the
-    user's ``mode``, like the model's."""
+    user's ``mode``, like the model's. Under context parallelism the probe is the model with
+    its parallelism (sharded), and ``multiple`` (the degree) divides its token count."""
     if capture.module is None or capture.call is None or hidden_index is None:
         raise ProbeUnsupported(
             f"step_rule={config.step_rule!r} runs a low-resolution probe of the model, which "
@@ -129,7 +133,7 @@ def build_probe(capture: Capture, paths: list, names: list, hidden_index, config
         return compiled(module, probe_call)
 
     return ProbeNetwork(network, call, bind, layout, config.probe_downsample,
-                        config.probe_min_tokens)
+                        config.probe_min_tokens, multiple)
 
 
 def user_dynamic() -> bool | None:

@@ -25,7 +25,13 @@ import torch
 
 from pc_compile import assemble
 from pc_compile.capture import capture
-from pc_compile.errors import OptionUnsupported, PreciseCacheUnsupported, UnsupportedGraphWarning
+from pc_compile.errors import (
+    OptionUnsupported,
+    PreciseCacheUnsupported,
+    UnsupportedGraph,
+    UnsupportedGraphWarning,
+)
+from pc_compile.integrations.context_parallel import context_parallel, has_context_parallel_hooks
 from pc_compile.runtime import registry
 from pc_compile.runtime.inductor import mode_options
 from pc_compile.streams import name_streams
@@ -43,6 +49,7 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
                      register: bool = True):
     """The callable that runs ``gm``: the best tier the model supports under ``config``."""
     seen = capture(gm)
+    parallel = context_parallel(seen.module)
 
     def step_down(ran: str, reason: PreciseCacheUnsupported) -> None:
         if config.on_unsupported == "error" or isinstance(reason, OptionUnsupported):
@@ -53,7 +60,7 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
 
     def build(tier_config, requested=None):
         graph = assemble.build_graph(gm, example_inputs, split, spec, tier_config, mode, seen,
-                                     _probe_backend, requested)
+                                     _probe_backend, requested, parallel)
         if register:
             registry.register(seen.owner, graph)
             name_streams(seen.owner, graph)
@@ -64,7 +71,7 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
     try:
         split, spec = assemble.partition(gm, config)
     except PreciseCacheUnsupported as reason:
-        step_down(PLAIN, reason)
+        step_down(PLAIN, _with_parallel_hint(reason, seen.module))
         return plain_inductor(gm, example_inputs, mode)
     if config.caches:
         try:
@@ -76,6 +83,18 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
     except PreciseCacheUnsupported as reason:
         step_down(PLAIN, reason)
         return plain_inductor(gm, example_inputs, mode)
+
+
+def _with_parallel_hint(reason: PreciseCacheUnsupported, module) -> PreciseCacheUnsupported:
+    """``reason``, saying why when the graph lost its blocks to context parallelism's hooks."""
+    if not isinstance(reason, UnsupportedGraph) or not has_context_parallel_hooks(module):
+        return reason
+    return UnsupportedGraph(
+        f"{reason}; this graph is part of a model under context parallelism: its split hooks "
+        "look up the forward's parameters on their first call, which Dynamo cannot trace "
+        "inside the block loop, so Dynamo runs the forward eagerly and compiles its parts. "
+        "Call the model once (eagerly) after enable_parallelism and before compiling it"
+    )
 
 
 def _probe_backend(gm, example_inputs, config, mode):

@@ -6,6 +6,16 @@ the call being traced (the probe's template), and where each graph input came fr
 (``node.meta["grapharg"].source``: ``L['kwargs']['timestep']``, ``L['self']...weight``). None of
 these is a public API of Dynamo, so each is read here, behind ``try``, and a missing one is said
 at DEBUG on the logger ``pc_compile``: the caller then works without it (no probe, no owner).
+
+A model with diffusers hooks on its root (context parallelism's input split, for one) is called
+through the hook's wrapper ``new_forward(module, *args, **kwargs)``: the frame Dynamo hands over
+is that wrapper, whose module is the local ``module``, not ``self``. When the hook's
+``pre_forward`` breaks the graph (context parallelism's split hook does on every call where an
+input has an unexpected rank, e.g. Wan's 1-D timestep), the graph that holds the blocks is
+Dynamo's resumption of the wrapper after ``pre_forward``, where the call is that function's
+result ``(args, kwargs)`` on the stack (``L['___stack0']``). ``capture`` reads both frames as
+the module's forward and rewrites their input sources to the forward's (``L['self']``,
+``L['args']``, ``L['kwargs']``), so the roles and the probe work as for a plain module.
 """
 
 from __future__ import annotations
@@ -28,6 +38,12 @@ _STORAGE = {"__dict__", "_modules", "_parameters", "_buffers"}
 # Where Dynamo keeps the frame it is translating: (module, attribute chain). One place to
 # change when a torch version moves it.
 CURRENT_FRAME = ("torch._dynamo.symbolic_convert", "InstructionTranslator.current_tx")
+# diffusers' hook wrapper (``hooks/hooks.py``, ``new_forward``): the locals that say a frame is
+# it, and where Dynamo's resumption after ``pre_forward`` keeps that call's result.
+HOOK_WRAPPER_LOCALS = ("module", "function_reference")
+RESUMED_CALL = "___stack0"
+# Where ``capture`` leaves a graph's input sources rewritten to the forward's.
+SOURCES_META = "pc_compile_sources"
 
 
 def _missing(what: str, error: BaseException | None = None) -> None:
@@ -52,7 +68,11 @@ def current_frame():
 
 
 def graph_input_sources(gm: torch.fx.GraphModule) -> list[str | None]:
-    """Per placeholder of ``gm``, the Dynamo source it was read from (None: unknown)."""
+    """Per placeholder of ``gm``, the Dynamo source it was read from (None: unknown); as the
+    module's forward would read it when ``capture`` found the frame to be a hook's wrapper."""
+    rewritten = getattr(gm, "meta", {}).get(SOURCES_META)
+    if rewritten is not None:
+        return list(rewritten)
     sources: list[str | None] = []
     for node in gm.graph.nodes:
         if node.op != "placeholder":
@@ -101,11 +121,51 @@ def capture(gm: torch.fx.GraphModule) -> Capture:
         return result
     owner = locals_.get("self")
     if not isinstance(owner, torch.nn.Module):
-        result.owner = code
-        return result
+        wrapped = _hook_wrapper(locals_)
+        if wrapped is None:
+            result.owner = code
+            return result
+        owner, call_locals, renames = wrapped
+        result.sources = [_rename(s, renames) for s in result.sources]
+        gm.meta[SOURCES_META] = list(result.sources)
+        log.debug("capture: %s's forward through a diffusers hook wrapper (%s)",
+                  type(owner).__name__, code.co_name)
+        locals_ = call_locals
     result.owner = result.module = owner
     result.call = _arguments(owner, locals_)
     return result
+
+
+def _hook_wrapper(locals_: dict):
+    """``(module, {"args", "kwargs"}, source renames)`` when the frame is diffusers' hook
+    wrapper (at its entry, or resumed after ``pre_forward``); None otherwise."""
+    module = locals_.get(HOOK_WRAPPER_LOCALS[0])
+    if not isinstance(module, torch.nn.Module):
+        return None
+    if any(name not in locals_ for name in HOOK_WRAPPER_LOCALS):
+        return None
+    # The module's weights are read through the wrapper's reference to the bound forward.
+    renames = [("L['module']", "L['self']"),
+               ("L['function_reference'].forward.__self__", "L['self']")]
+    if "args" in locals_ and "kwargs" in locals_:
+        return module, {"args": locals_["args"], "kwargs": locals_["kwargs"]}, renames
+    resumed = locals_.get(RESUMED_CALL)
+    if (isinstance(resumed, (tuple, list)) and len(resumed) == 2
+            and isinstance(resumed[0], (tuple, list)) and isinstance(resumed[1], dict)):
+        renames += [(f"L['{RESUMED_CALL}'][0]", "L['args']"),
+                    (f"L['{RESUMED_CALL}'][1]", "L['kwargs']")]
+        return module, {"args": resumed[0], "kwargs": resumed[1]}, renames
+    _missing(f"the call of the hook wrapper's resumption ({RESUMED_CALL})")
+    return None
+
+
+def _rename(source: str | None, renames) -> str | None:
+    if source is None:
+        return None
+    for old, new in renames:
+        if source.startswith(old):
+            return new + source[len(old):]
+    return source
 
 
 def _arguments(module: torch.nn.Module, locals_: dict) -> dict | None:

@@ -79,6 +79,9 @@ class Engine:
         self.num_blocks = num_blocks
         self.probe_cost = probe_cost  # one probe evaluation in block-equivalents (stats)
         self.budget = budget  # the compute budget's controller, or None
+        # The context-parallel process group decisions are agreed over (``distributed.py``),
+        # or None; set by the front.
+        self.group = None
         self.max_cache_bytes = max_cache_bytes  # what a graph's streams may keep, or None
         self.later: list[Later] = []  # values read with the next read, or by ``stats``
 
@@ -238,7 +241,10 @@ class Engine:
         """``read_host(*groups)``, carrying the values kept for later along in the same
         read (and handing them to their ``apply``)."""
         later, self.later = self.later, []
-        numbers = read_host(*groups, *(w.tensors for w in later))
+        # Under context parallelism the groups are agreed over the ranks; the values kept for
+        # later only feed the trace and are read as this rank has them (``host.py``).
+        numbers = read_host(*groups, *(w.tensors for w in later), group=self.group,
+                            shared=len(groups))
         for w, values in zip(later, numbers[len(groups):]):
             w.apply(values)
         return numbers[:len(groups)]

@@ -7,6 +7,9 @@ downsampled 2x in time and 4x4 in space. This file decides the probe's size and 
   per frame (the spatial factor is lowered until they do not), nor below two frames when the
   latent has two or more (a single frame is a different regime for video models, and a shape
   Dynamo's guards on the full graph never covered);
+* under context parallelism the probe runs through the same split and gather as the model
+  (each rank its share of the probe's tokens), so its token count must be a multiple of the
+  degree (``multiple``): the spatial factor is lowered until it is, else the frames are kept;
 * ``ProbeNetwork`` runs the network (compiled by the front, a separate graph) on the probe
   inputs and returns its prediction in the dense layout ``(B, C, F, H, W)`` the metric wants.
 
@@ -24,9 +27,10 @@ import math
 import torch
 
 
-def probe_grid(grid, factors: tuple[int, int, int], min_tokens: int):
+def probe_grid(grid, factors: tuple[int, int, int], min_tokens: int, multiple: int = 1):
     """The probe's grid for ``grid`` downsampled by ``factors`` = (time, height, width): a grid
-    of the same type (a dataclass), so the runtime needs no layout class of its own."""
+    of the same type (a dataclass), so the runtime needs no layout class of its own. Its token
+    count is a multiple of ``multiple`` where any grid between it and ``grid`` allows."""
     ft, fh, fw = factors
 
     def scaled(size: int, factor: float, patch: int) -> int:
@@ -40,9 +44,12 @@ def probe_grid(grid, factors: tuple[int, int, int], min_tokens: int):
     while True:
         height, width = scaled(grid.height, sh, grid.patch_h), scaled(grid.width, sw, grid.patch_w)
         tokens = (height // grid.patch_h) * (width // grid.patch_w)
-        if tokens >= min_tokens or (sh <= 1 and sw <= 1):
+        divides = tokens * (frames // grid.patch_t) % multiple == 0
+        if (tokens >= min_tokens and divides) or (sh <= 1 and sw <= 1):
             break
         sh, sw = max(1.0, sh / math.sqrt(2)), max(1.0, sw / math.sqrt(2))
+    if tokens * (frames // grid.patch_t) % multiple:
+        frames = grid.frames  # the full grid: the model's own call splits it
     return dataclasses.replace(grid, frames=frames, height=height, width=width)
 
 
@@ -62,13 +69,14 @@ class ProbeNetwork:
     GRIDS = 64  # probe grids remembered (by full grid)
 
     def __init__(self, network, template: dict, bind: dict[int, tuple[str, tuple]], layout,
-                 factors: tuple[int, int, int], min_tokens: int):
+                 factors: tuple[int, int, int], min_tokens: int, multiple: int = 1):
         self.network = network
         self.template = template
         self.bind = bind
         self.layout = layout
         self.factors = factors
         self.min_tokens = min_tokens
+        self.multiple = multiple  # the probe's tokens split over this many ranks
         self._grids: dict = {}
         self.full_grid, self.grid = self.grids(template)
         self.token_ratio = self.last_ratio = ratio(self.grid, self.full_grid)
@@ -80,7 +88,8 @@ class ProbeNetwork:
         if grid is None:
             if len(self._grids) >= self.GRIDS:
                 self._grids.pop(next(iter(self._grids)))
-            grid = self._grids[full] = probe_grid(full, self.factors, self.min_tokens)
+            grid = self._grids[full] = probe_grid(full, self.factors, self.min_tokens,
+                                                  self.multiple)
         return full, grid
 
     def call_of(self, inputs) -> dict:

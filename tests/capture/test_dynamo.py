@@ -62,3 +62,56 @@ def test_graph_inputs_without_sources_are_said_at_debug(caplog):
         names.index("hidden_states"), names.index("timestep"),
         names.index("encoder_hidden_states"))
     assert roles.weights_path is not None and "." in roles.weights_path
+
+
+def _root_hook_that_breaks_the_graph(model):
+    """A diffusers hook on the model's root whose pre_forward breaks the graph, as context
+    parallelism's split hook does on Wan's 1-D timestep (a logger call Dynamo cannot trace)."""
+    from diffusers.hooks.hooks import HookRegistry, ModelHook
+
+    class Breaking(ModelHook):
+        def pre_forward(self, module, *args, **kwargs):
+            torch._dynamo.graph_break()
+            return args, kwargs
+
+    HookRegistry.check_if_exists_or_initialize(model).register_hook(Breaking(), "breaking")
+
+
+def test_a_forward_behind_a_diffusers_hook_is_captured_as_the_module_s():
+    # The graph with the blocks is Dynamo's resumption of the hook's wrapper after pre_forward:
+    # its module is the local `module` and its call the pre_forward's result on the stack.
+    tiny = build("wan")
+    _root_hook_that_breaks_the_graph(tiny.model)
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(capture(gm))
+        return gm.forward
+
+    torch._dynamo.reset()
+    inputs = tiny.make_inputs(500.0, 1)
+    with torch.no_grad():
+        torch.compile(tiny.model, backend=backend)(**inputs)
+    blocks = [c for c in seen if any(s and "blocks" in s for s in c.sources)]
+    assert len(blocks) == 1, [c.sources for c in seen]
+    (got,) = blocks
+    assert got.owner is tiny.model and got.module is tiny.model
+    assert got.call["hidden_states"] is inputs["hidden_states"]
+    assert "L['kwargs']['hidden_states']" in got.sources
+    weights = [s for s in got.sources if s and "patch_embedding" in s]
+    assert weights and all(s.startswith("L['self']") for s in weights), weights
+
+
+def test_preset_turbo_caches_a_model_behind_a_diffusers_hook():
+    tiny = build("wan")
+    _root_hook_that_breaks_the_graph(tiny.model)
+    torch._dynamo.reset()
+    compiled = torch.compile(tiny.model, backend="precisecache",
+                             options={"preset": "turbo", "piece_compiler": "eager",
+                                      "probe_min_tokens": 1})
+    with torch.no_grad():
+        for t in range(900, 0, -75):
+            compiled(**tiny.make_inputs(float(t), 1))
+    stats = pc_compile.stats(compiled)
+    assert stats["fallbacks"] == [] and stats["steps"] == 12
+    assert stats["skipped_steps"] > 0 and stats["probe_evals"] > 0

@@ -178,10 +178,10 @@ def test_lfcache_and_blockcache_read_the_host_once_per_step(tolist_calls, monkey
 
     inside = []
 
-    def spy(*groups):
+    def spy(*groups, **options):
         if inside:  # not ``stats``' read of the values kept for the trace
             reads.append(tuple(group is not None for group in groups))
-        return original(*groups)
+        return original(*groups, **options)
 
     monkeypatch.setattr(engine_module, "read_host", spy)
     per_step = []

@@ -32,3 +32,17 @@ def test_area_resize_keeps_the_mean_and_frames_first_layout_round_trips():
     call = {"hidden_states": video.transpose(1, 2)}
     probe = layout.probe_call(call, Grid(4, 8, 8, 1, 2, 2))["hidden_states"]
     assert probe.shape == (1, 4, 4, 8, 8)  # (B, F, C, H, W)
+
+
+def test_under_context_parallelism_the_degree_divides_the_probe_s_tokens():
+    # The probe runs through the model's own split of the sequence over the ranks.
+    def tokens(g):
+        return (g.frames // g.patch_t) * (g.height // g.patch_h) * (g.width // g.patch_w)
+
+    for grid in (Grid(3, 8, 8, 1, 2, 2), Grid(1, 4, 4, 1, 1, 1), Grid(21, 60, 104, 1, 2, 2)):
+        alone = probe_grid(grid, (2, 4, 4), min_tokens=1)
+        for degree in (2, 3, 4, 8):
+            probe = probe_grid(grid, (2, 4, 4), min_tokens=1, multiple=degree)
+            assert tokens(probe) % degree == 0, (grid, degree, probe)
+            assert tokens(alone) <= tokens(probe) <= tokens(grid)
+    assert probe_grid(Grid(3, 8, 8, 1, 2, 2), (2, 4, 4), 1, multiple=3).height == 6

@@ -6,8 +6,10 @@ text tokens) and its size ``||D_j||`` ranked. For the next ``pivotal_steps`` com
 the top ``pivotal_fraction`` of blocks run; every other block returns ``F_(j-1) + D_j``. Then a
 step computes every block again and the ranking is refreshed.
 
-Blocks the partition cannot bypass (no state slots) always run and are not ranked. The
-ranking's norms stay on the device until the next step's decision read carries them to the
+Blocks the partition cannot bypass (no state slots) always run and are not ranked. Under
+context parallelism a block's states are a shard of the sequence: each rank hands over its sums
+of squares (``ShardSum``), the engine sums them over the ranks, and the norm is taken of the sum.
+The ranking's norms stay on the device until the next step's decision read carries them to the
 host, so refreshing costs no extra synchronisation.
 """
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from pc_compile.runtime import checks
+from pc_compile.runtime.distributed import ShardSum
 from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.plan import BlockRecord
 from pc_compile.runtime.rules.base import BlockPlan, RuleSetup, StepContext
@@ -46,7 +49,7 @@ class BlockCacheOptions:
 
 @dataclass
 class BlockCacheState:
-    pending: torch.Tensor | None = None  # norms of the last refresh, not yet read by the host
+    pending: torch.Tensor | None = None  # squared norms of the last refresh, not yet read
     pivotal: list[bool] | None = None  # per block: runs until the next refresh
     norms: list[float] | None = None  # the host copy of the last refresh's norms
     residuals: list | None = None  # per block, its D_j of the last refresh
@@ -68,11 +71,11 @@ class BlockCache:
         return BlockCacheState()
 
     def measure(self, ctx: StepContext, state: BlockCacheState):
-        return None if state.pending is None else [state.pending]
+        return None if state.pending is None else [ShardSum(state.pending)]
 
     def conclude(self, ctx: StepContext, state: BlockCacheState, numbers: list) -> list:
         """Rank the blocks by the host copy of the norms; returns the norms."""
-        norms = numbers[0]
+        norms = [math.sqrt(max(s, 0.0)) if s == s else s for s in numbers[0]]
         state.pending = None
         order = sorted(
             (i for i, ok in enumerate(self.bypassable) if ok), key=lambda i: -norms[i]
@@ -101,7 +104,7 @@ class BlockCache:
             deltas = keep(tuple(o - i for i, o in zip(ins, outs)))
             residuals.append(deltas)
             squares = [d.float().square().sum() for d in deltas]
-            norms.append(torch.stack(squares).sum().sqrt() if squares
+            norms.append(torch.stack(squares).sum() if squares
                          else torch.zeros((), device=device))
         state.residuals = residuals
         state.pending = torch.stack(norms)

@@ -32,7 +32,10 @@ stream (the block's own contribution is 5-18% of it), so a 2-5% change of the ou
 4-15% change of the contribution that a bypass reuses.
 
 Blocks the partition cannot bypass always run and are not measured. The measurements stay on
-the device until the next step's decision read carries them to the host.
+the device until the next step's decision read carries them to the host. Under context
+parallelism a block's states are a shard of the sequence: each rank hands over the two L1 sums
+of ``r_j`` (``ShardSum``), the engine sums them over the ranks, and the ratio is taken of the
+sums.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 import torch
 
 from pc_compile.runtime import checks
+from pc_compile.runtime.distributed import ShardSum
 from pc_compile.runtime.ownership import keep
 from pc_compile.runtime.plan import BlockRecord
 from pc_compile.runtime.rules.base import BlockPlan, Later, RuleSetup, StepContext
@@ -74,7 +78,7 @@ class BWCacheOptions:
 
 @dataclass
 class BWCacheState:
-    pending: torch.Tensor | None = None  # the last computed step's r_j, not yet read
+    pending: tuple | None = None  # the last computed step's L1 sums of r_j, not yet read
     left: list[int] | None = None  # per block: computed steps it stays bypassed
     residuals: list | None = None  # per block, its D_j when it last ran
     outputs: list | None = None  # per block, its state outputs when it last ran
@@ -82,6 +86,12 @@ class BWCacheState:
 
 def float_l1(x: torch.Tensor) -> torch.Tensor:
     return x.float().abs().sum()
+
+
+def ratios(numbers: list) -> list[float]:
+    """``r_j`` from the host copy of the two sums per block (NaN: not measured)."""
+    tiny = torch.finfo(torch.float32).tiny
+    return [c / max(s, tiny) if c == c else c for c, s in zip(*numbers)]
 
 
 @register_block_rule("bwcache", options=BWCacheOptions)
@@ -105,12 +115,13 @@ class BWCache:
             return None
         if ctx.warmup or ctx.near_end:  # every block computes: the values go to the trace only
             pending, state.pending = state.pending, None
-            return Later([pending], lambda numbers: [v if v == v else None for v in numbers[0]])
-        return [state.pending]
+            return Later([ShardSum(t) for t in pending],
+                         lambda numbers: [v if v == v else None for v in ratios(numbers)])
+        return [ShardSum(t) for t in state.pending]
 
     def conclude(self, ctx: StepContext, state: BWCacheState, numbers: list) -> list:
         """Turn the host copy of the measurements into reuse decisions; returns them."""
-        values = numbers[0]
+        values = ratios(numbers)
         state.pending = None
         left = self._left(state)
         measured = [j for j, v in enumerate(values) if self.bypassable[j] and v == v]
@@ -146,17 +157,17 @@ class BWCache:
             state.outputs = [None] * n
         residuals, outputs = state.residuals, state.outputs
         device = next(o.device for outs in record.outputs for o in outs)
-        values = []
+        changes, sizes = [], []
         for j, (ins, outs) in enumerate(zip(record.inputs, record.outputs)):
             ran = plan.compute_blocks is None or plan.compute_blocks[j]
             before = outputs[j]
             if not ran or not self.bypassable[j] or before is None:
-                values.append(torch.full((), float("nan"), device=device))
+                changes.append(torch.full((), float("nan"), device=device))
+                sizes.append(torch.ones((), device=device))
             else:
-                change = sum(float_l1(o - b) for o, b in zip(outs, before))
-                size = sum(float_l1(b) for b in before)
-                values.append(change / size.clamp_min(torch.finfo(torch.float32).tiny))
+                changes.append(sum(float_l1(o - b) for o, b in zip(outs, before)))
+                sizes.append(sum(float_l1(b) for b in before))
             if ran:
                 residuals[j] = keep(tuple(o - i for i, o in zip(ins, outs)))
                 outputs[j] = keep(tuple(outs))
-        state.pending = torch.stack(values)
+        state.pending = (torch.stack(changes), torch.stack(sizes))
