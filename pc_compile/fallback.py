@@ -26,6 +26,7 @@ import torch
 from pc_compile import assemble
 from pc_compile.capture import capture
 from pc_compile.errors import OptionUnsupported, PreciseCacheUnsupported, UnsupportedGraphWarning
+from pc_compile.integrations.accelerate import warn_if_hooks_undo_compile
 from pc_compile.runtime import registry
 from pc_compile.runtime.inductor import mode_options
 from pc_compile.streams import name_streams
@@ -43,6 +44,8 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
                      register: bool = True):
     """The callable that runs ``gm``: the best tier the model supports under ``config``."""
     seen = capture(gm)
+    if register and seen.module is not None:
+        warn_if_hooks_undo_compile(seen.module)
 
     def step_down(ran: str, reason: PreciseCacheUnsupported) -> None:
         if config.on_unsupported == "error" or isinstance(reason, OptionUnsupported):

@@ -6,6 +6,17 @@ the call being traced (the probe's template), and where each graph input came fr
 (``node.meta["grapharg"].source``: ``L['kwargs']['timestep']``, ``L['self']...weight``). None of
 these is a public API of Dynamo, so each is read here, behind ``try``, and a missing one is said
 at DEBUG on the logger ``pc_compile``: the caller then works without it (no probe, no owner).
+
+The frame Dynamo translates is usually the module's ``forward`` (or diffusers' wrapper of it,
+``(self, *args, **kwargs)``). A hook that replaces ``module.forward`` by a function of
+``(module, *args, **kwargs)`` (accelerate's ``add_hook_to_module``, which
+``pipe.enable_model_cpu_offload()`` uses) hands over that function's frame instead, with no
+``self``; and where the hook's pre-forward is compiler-disabled (accelerate's is), Dynamo breaks
+the graph there and compiles the rest of the function as a resume frame, whose call is the
+``(args, kwargs)`` pair the pre-forward returned, held in a stack slot (``L['___stack0']``).
+``capture`` finds the module and the call in such a frame too, and renames the sources to the
+plain form (``L['self']``, ``L['args'][i]``, ``L['kwargs'][name]``), so that nothing downstream
+knows which frame it was.
 """
 
 from __future__ import annotations
@@ -85,7 +96,8 @@ class Capture:
     owner: object = None  # the nn.Module (or, for a compiled function, its code object)
     module: torch.nn.Module | None = None  # the module whose forward is being compiled
     call: dict | None = None  # that forward's arguments by name, as this call passed them
-    sources: list[str | None] = field(default_factory=list)  # per graph input
+    # Per graph input, its source in the plain form: L['self']..., L['args'][i], L['kwargs'][k]
+    sources: list[str | None] = field(default_factory=list)
 
 
 def capture(gm: torch.fx.GraphModule) -> Capture:
@@ -100,11 +112,20 @@ def capture(gm: torch.fx.GraphModule) -> Capture:
         _missing("frame locals (f_locals, f_code)", error)
         return result
     owner = locals_.get("self")
-    if not isinstance(owner, torch.nn.Module):
+    if isinstance(owner, torch.nn.Module):
+        result.owner = result.module = owner
+        result.call = _arguments(owner, locals_)
+        return result
+    wrapped = _wrapper_call(locals_)
+    if wrapped is None:
         result.owner = code
         return result
-    result.owner = result.module = owner
-    result.call = _arguments(owner, locals_)
+    module, arguments, roots = wrapped
+    log.debug("capture: %s is compiled through %s, a wrapper of its forward",
+              type(module).__name__, code.co_name)
+    result.owner = result.module = module
+    result.call = _arguments(module, arguments)
+    result.sources = [rename_root(s, roots) if s is not None else None for s in result.sources]
     return result
 
 
@@ -120,6 +141,41 @@ def _arguments(module: torch.nn.Module, locals_: dict) -> dict | None:
         log.debug("capture: the call's arguments do not bind to %s.forward (%s)",
                   type(module).__name__, error)
         return None
+
+
+def _wrapper_call(locals_: dict):
+    """``(module, {"args", "kwargs"}, roots)`` when the frame is a function of
+    ``(module, *args, **kwargs)`` wrapping one module's forward, else None. ``roots`` maps the
+    sources' roots in this frame to the plain form."""
+    modules = [(n, v) for n, v in locals_.items() if isinstance(v, torch.nn.Module)]
+    if len(modules) != 1:
+        return None
+    name, module = modules[0]
+    roots = {f"L['{name}']": "L['self']"}
+    args, kwargs = locals_.get("args"), locals_.get("kwargs")
+    if not (isinstance(args, tuple) and isinstance(kwargs, dict)):
+        # Resumed after a graph break: the call is the (args, kwargs) pair on the stack.
+        pairs = [n for n, v in locals_.items() if n.startswith("___stack") and _is_call(v)]
+        if len(pairs) != 1:
+            return None
+        (slot,) = pairs
+        args, kwargs = locals_[slot]
+        roots.update({f"L['{slot}'][0]": "L['args']", f"L['{slot}'][1]": "L['kwargs']"})
+    return module, {"args": args, "kwargs": kwargs}, roots
+
+
+def _is_call(value) -> bool:
+    return (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], tuple)
+            and isinstance(value[1], dict))
+
+
+def rename_root(source: str, roots: dict[str, str]) -> str:
+    """``source`` with its root renamed: ``L['module']._modules['proj']`` -> ``L['self']...``
+    for ``roots = {"L['module']": "L['self']"}``; the longest matching root wins."""
+    for old in sorted(roots, key=len, reverse=True):
+        if source == old or (source.startswith(old) and source[len(old)] in ".["):
+            return roots[old] + source[len(old):]
+    return source
 
 
 def compiled_original(compiled):
