@@ -11,7 +11,9 @@ cut out of it. It is a graph of its own, partitioned and compiled like the first
 Dynamo traces it through a function with a code object of its own per compiled graph
 (``probe_function``), so its cache entries never count against the recompile limit of the
 user's forward: a model compiled with precisecache takes as many shapes as plain torch.compile.
-It is compiled with the user's ``dynamic`` setting, read while Dynamo compiles the model.
+It is compiled with the user's ``dynamic`` setting, read while Dynamo compiles the model. Each
+call's probe runs the module whose weights that call runs (``ProbeNetwork.serve``): the module
+compiled here, and the others the front finds served by the same graph (``streams.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pc_compile.capture import (
 )
 from pc_compile.config import PRESETS
 from pc_compile.errors import ProbeUnsupported
+from pc_compile.integrations.accelerate import inner_forward
 from pc_compile.passes import run_passes
 from pc_compile.runtime.cached_graph import CachedGraph, chain_pairs
 from pc_compile.runtime.engine import build_engine, needs_probe
@@ -66,8 +69,8 @@ def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
     """A ``CachedGraph`` running ``spec``'s pieces under ``config``'s rules. ``requested``:
     the configuration the user asked for, when ``config`` is a lower tier of it; ``parallel``:
     the model's context parallelism (``integrations.context_parallel``), or None."""
-    names = input_names(gm, capture.owner)
-    roles = find_roles(names, weights_input(gm, example_inputs))
+    names = input_names(gm, capture.owner, capture.sources)
+    roles = find_roles(names, weights_input(gm, example_inputs, capture.sources))
     pieces = [getattr(split, piece.name) for piece in spec.pieces]
     compiler = PieceCompiler(config.piece_compiler, None if mode == "default" else mode,
                              config.cuda_graphs)
@@ -82,9 +85,10 @@ def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
         config=requested if requested is not None else config,
     )
     if needs_probe(config.step_rule):
-        graph.probe = build_probe(capture, input_paths(gm, capture.owner), names, roles.hidden,
-                                  config, mode, probe_backend,
+        graph.probe = build_probe(capture, input_paths(gm, capture.owner, capture.sources),
+                                  names, roles, config, mode, probe_backend,
                                   parallel.degree if parallel is not None else 1)
+        graph.probe.serve(graph.weights_key_of(capture.module), capture.module)
         engine.probe_cost = spec.num_blocks * graph.probe.token_ratio
         if graph.probe.token_ratio > 0.5:
             warnings.warn(
@@ -97,19 +101,22 @@ def build_graph(gm, example_inputs, split, spec, config, mode, capture: Capture,
     return graph
 
 
-def build_probe(capture: Capture, paths: list, names: list, hidden_index, config, mode,
+def build_probe(capture: Capture, paths: list, names: list, roles, config, mode,
                 probe_backend, multiple: int = 1):
     """A ``ProbeNetwork`` for the compiled module; ``paths[i]`` is where graph input i lies in
     the call (``roles.input_paths``), ``names[i]`` its argument. Its pieces are compiled in the
     user's ``mode``, like the model's. Under context parallelism the probe is the model with
     its parallelism (sharded), and ``multiple`` (the degree) divides its token count."""
-    if capture.module is None or capture.call is None or hidden_index is None:
+    if capture.module is None or capture.call is None or roles.hidden is None:
         raise ProbeUnsupported(
             f"step_rule={config.step_rule!r} runs a low-resolution probe of the model, which "
-            "needs the nn.Module's forward and its latent argument; compile the module itself"
+            "needs the nn.Module, the arguments of its forward and its latent among them; "
+            "Dynamo handed over a graph of another frame (a compiled function, or a wrapper of "
+            "the module's forward that is not of the form (module, *args, **kwargs)): compile "
+            "the module itself"
         )
     call = capture.call
-    layout = layout_for(capture.module, call, names[hidden_index])
+    layout = layout_for(capture.module, call, names[roles.hidden])
     bind = {i: p for i, p in enumerate(paths) if p is not None and p[0] in call}
     probe_config = dataclasses.replace(PRESETS["off"], piece_compiler=config.piece_compiler,
                                        cuda_graphs=config.cuda_graphs)
@@ -127,13 +134,13 @@ def build_probe(capture: Capture, paths: list, names: list, hidden_index, config
         return probe_backend(probe_gm, probe_inputs, probe_config, user_mode)
 
     compiled = torch.compile(probe_function(), backend=backend, dynamic=user_dynamic())
-    module = capture.module
 
-    def network(probe_call):
-        return compiled(module, probe_call)
+    def network(module, probe_call):
+        return compiled(inner_forward(module), probe_call)
 
+    weights = roles.weights if roles.weights_path is not None else None
     return ProbeNetwork(network, call, bind, layout, config.probe_downsample,
-                        config.probe_min_tokens, multiple)
+                        config.probe_min_tokens, weights, multiple)
 
 
 def user_dynamic() -> bool | None:
@@ -150,12 +157,13 @@ def user_dynamic() -> bool | None:
 _probes = itertools.count()
 
 
-def _run_module(module, kwargs):
-    return module(**kwargs)
+def _run_module(forward, kwargs):
+    return forward(**kwargs)
 
 
 def probe_function():
-    """A function that calls ``module(**kwargs)`` with a code object of its own: Dynamo keeps
-    its compiled entries (and counts its recompiles) per code object."""
+    """A function that calls ``forward(**kwargs)`` (a module, or its forward inside a hook) with
+    a code object of its own: Dynamo keeps its compiled entries (and counts its recompiles) per
+    code object."""
     code = _run_module.__code__.replace(co_name=f"precisecache_probe_{next(_probes)}")
     return types.FunctionType(code, _run_module.__globals__, code.co_name)

@@ -41,3 +41,8 @@ class UnsupportedGraphWarning(UserWarning):
 class LayoutGuessWarning(UserWarning):
     """The latent's layout was guessed from argument names: no layout is registered for the
     model's class (``pc_compile.capture.register_layout``)."""
+
+
+class OffloadWarning(UserWarning):
+    """The model is compiled in a way that accelerate's offload hooks undo after the first
+    generation (``torch.compile(module)`` assigned after ``pipe.enable_model_cpu_offload()``)."""

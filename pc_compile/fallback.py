@@ -31,6 +31,7 @@ from pc_compile.errors import (
     UnsupportedGraph,
     UnsupportedGraphWarning,
 )
+from pc_compile.integrations.accelerate import warn_if_hooks_undo_compile
 from pc_compile.integrations.context_parallel import context_parallel, has_context_parallel_hooks
 from pc_compile.runtime import registry
 from pc_compile.runtime.inductor import mode_options
@@ -50,6 +51,8 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
     """The callable that runs ``gm``: the best tier the model supports under ``config``."""
     seen = capture(gm)
     parallel = context_parallel(seen.module)
+    if register and seen.module is not None:
+        warn_if_hooks_undo_compile(seen.module)
 
     def step_down(ran: str, reason: PreciseCacheUnsupported) -> None:
         if config.on_unsupported == "error" or isinstance(reason, OptionUnsupported):

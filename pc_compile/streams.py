@@ -5,6 +5,10 @@ runtime keys streams by that name when it can hear it (``pc_compile.integrations
 ``stats()["per_stream"]`` says "cond" and "uncond". A pipeline's return also ends the
 generation of every stream of the model, so a generation cut short is followed by a clean one.
 Elsewhere streams fall back to the identity of the conditioning tensor.
+
+Dynamo serves every instance of a model class from the graph compiled for the first (Wan 2.2's
+``transformer_2``): when a graph meets new weights, the module that holds them is found among
+the callers, its streams are named, and the probe is told to run that module for those weights.
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ def name_streams(owner, graph) -> None:
 
 def _name_streams_of_caller(graph, key: tuple) -> None:
     """Another instance of the model (Wan 2.2's transformer_2) met by a graph compiled for the
-    first: find it among the callers (its ``Module.__call__`` frame is on the stack) and name
-    its streams too. Runs once per set of weights."""
+    first: find it among the callers (its ``Module.__call__`` frame is on the stack), name its
+    streams too and let the probe run it. Runs once per set of weights."""
     frame = sys._getframe(1)
     while frame is not None:
         module = frame.f_locals.get("self")
         module = getattr(module, "_orig_mod", module)  # a torch.compile wrapper: its model
         if isinstance(module, torch.nn.Module) and graph.weights_key_of(module) == key:
+            if graph.probe is not None:
+                graph.probe.serve(key, module)
             name_streams_from_pipeline(module, graph)
             return
         frame = frame.f_back

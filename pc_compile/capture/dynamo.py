@@ -16,6 +16,12 @@ Dynamo's resumption of the wrapper after ``pre_forward``, where the call is that
 result ``(args, kwargs)`` on the stack (``L['___stack0']``). ``capture`` reads both frames as
 the module's forward and rewrites their input sources to the forward's (``L['self']``,
 ``L['args']``, ``L['kwargs']``), so the roles and the probe work as for a plain module.
+
+Any other function of ``(module, *args, **kwargs)`` wrapping one module's forward is read the
+same way: accelerate's ``add_hook_to_module`` (which ``pipe.enable_model_cpu_offload()`` uses)
+replaces ``module.forward`` by such a function, and its compiler-disabled ``pre_forward`` breaks
+the graph there, so Dynamo compiles the rest as a resume frame whose call is the
+``(args, kwargs)`` pair in a stack slot. The frame's one module is the owner.
 """
 
 from __future__ import annotations
@@ -121,14 +127,14 @@ def capture(gm: torch.fx.GraphModule) -> Capture:
         return result
     owner = locals_.get("self")
     if not isinstance(owner, torch.nn.Module):
-        wrapped = _hook_wrapper(locals_)
+        wrapped = _hook_wrapper(locals_) or _wrapper_call(locals_)
         if wrapped is None:
             result.owner = code
             return result
         owner, call_locals, renames = wrapped
         result.sources = [_rename(s, renames) for s in result.sources]
         gm.meta[SOURCES_META] = list(result.sources)
-        log.debug("capture: %s's forward through a diffusers hook wrapper (%s)",
+        log.debug("capture: %s's forward through a wrapper of it (%s)",
                   type(owner).__name__, code.co_name)
         locals_ = call_locals
     result.owner = result.module = owner
@@ -159,11 +165,39 @@ def _hook_wrapper(locals_: dict):
     return None
 
 
+def _wrapper_call(locals_: dict):
+    """``(module, {"args", "kwargs"}, source renames)`` when the frame is another function of
+    ``(module, *args, **kwargs)`` wrapping one module's forward (accelerate's hook), at its
+    entry or resumed after a graph break; None otherwise."""
+    modules = [(n, v) for n, v in locals_.items() if isinstance(v, torch.nn.Module)]
+    if len(modules) != 1:
+        return None
+    name, module = modules[0]
+    renames = [(f"L['{name}']", "L['self']")]
+    args, kwargs = locals_.get("args"), locals_.get("kwargs")
+    if not (isinstance(args, tuple) and isinstance(kwargs, dict)):
+        # Resumed after a graph break: the call is the (args, kwargs) pair on the stack.
+        pairs = [n for n, v in locals_.items() if n.startswith("___stack") and _is_call(v)]
+        if len(pairs) != 1:
+            return None
+        (slot,) = pairs
+        args, kwargs = locals_[slot]
+        renames += [(f"L['{slot}'][0]", "L['args']"), (f"L['{slot}'][1]", "L['kwargs']")]
+    return module, {"args": args, "kwargs": kwargs}, renames
+
+
+def _is_call(value) -> bool:
+    return (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], tuple)
+            and isinstance(value[1], dict))
+
+
 def _rename(source: str | None, renames) -> str | None:
+    """``source`` with its root renamed (``L['module']._modules['proj']`` to
+    ``L['self']._modules['proj']``); the longest matching root wins, whole roots only."""
     if source is None:
         return None
-    for old, new in renames:
-        if source.startswith(old):
+    for old, new in sorted(renames, key=lambda r: len(r[0]), reverse=True):
+        if source == old or (source.startswith(old) and source[len(old)] in ".["):
             return new + source[len(old):]
     return source
 

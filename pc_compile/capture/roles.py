@@ -5,7 +5,8 @@ forward's arguments appear as ``L['args'][0]``, ``L['kwargs']['timestep']`` or, 
 function, ``L['timestep']``; parameters and buffers as attribute chains of ``L['self']``. The
 positional ones are named through the signature of the module's ``forward``. The roles are then
 found by the usual argument names of diffusers' denoisers; the runtime receives ``InputRoles``
-and never sees a name.
+and never sees a name. Each function reads the sources from the graph, or takes them from a
+``Capture`` (``sources=``), which has renamed those of a wrapper's frame to this plain form.
 """
 
 from __future__ import annotations
@@ -40,9 +41,14 @@ class InputRoles:
     weights_path: str | None = None  # that parameter's path in the module, e.g. "proj.weight"
 
 
-def weights_input(gm: torch.fx.GraphModule, example_inputs) -> tuple[int | None, str | None]:
+def _sources(gm: torch.fx.GraphModule, sources: list | None) -> list:
+    return graph_input_sources(gm) if sources is None else sources
+
+
+def weights_input(gm: torch.fx.GraphModule, example_inputs,
+                  sources: list | None = None) -> tuple[int | None, str | None]:
     """The first parameter input of the graph and its path in the compiled module."""
-    for i, source in enumerate(graph_input_sources(gm)):
+    for i, source in enumerate(_sources(gm, sources)):
         if source and source.startswith("L['self']") and i < len(example_inputs):
             if isinstance(example_inputs[i], torch.nn.Parameter):
                 return i, source_path(source)
@@ -59,11 +65,12 @@ def _forward_parameters(owner) -> list[str]:
     return []
 
 
-def input_names(gm: torch.fx.GraphModule, owner) -> list[str | None]:
+def input_names(gm: torch.fx.GraphModule, owner,
+                sources: list | None = None) -> list[str | None]:
     """Per placeholder, the forward argument it is (None: a parameter, buffer or size)."""
     positional = _forward_parameters(owner)
     names: list[str | None] = []
-    for source in graph_input_sources(gm):
+    for source in _sources(gm, sources):
         name = None
         if isinstance(source, str):
             if m := _POSITIONAL.match(source):
@@ -81,14 +88,15 @@ _ROOT_ARG = re.compile(r"^L\['args'\]\[(\d+)\]|^L\['kwargs'\]\['(\w+)'\]|^L\['(\
 _ITEM = re.compile(r"\[(\d+)\]|\['([^']*)'\]")
 
 
-def input_paths(gm: torch.fx.GraphModule, owner) -> list[tuple[str, tuple] | None]:
+def input_paths(gm: torch.fx.GraphModule, owner,
+                sources: list | None = None) -> list[tuple[str, tuple] | None]:
     """Per placeholder, ``(argument, path)`` when the input is an argument of the forward or an
     item inside one: ``("hidden_states", ())`` for ``L['kwargs']['hidden_states']``,
     ``("img_shapes", (0, 0, 1))`` for ``L['kwargs']['img_shapes'][0][0][1]`` (an int a dynamic
     graph takes as an input). None: a parameter, a buffer, a size read off a tensor."""
     positional = _forward_parameters(owner)
     paths: list[tuple[str, tuple] | None] = []
-    for source in graph_input_sources(gm):
+    for source in _sources(gm, sources):
         paths.append(_argument_path(source, positional) if isinstance(source, str) else None)
     return paths
 

@@ -30,6 +30,7 @@ from pc_compile.runtime.executor import (
 from pc_compile.runtime.plan import BlockRecord, StepPlan
 from pc_compile.runtime.state import StreamState, StreamTable, tensor_identity
 from pc_compile.runtime.timestep import TimestepReader
+from pc_compile.runtime.weights import weights_identity
 
 
 class CachedGraph:
@@ -157,7 +158,7 @@ class CachedGraph:
             tensor = _attribute(module, self.roles.weights_path)
         except AttributeError:
             return None
-        return tensor_identity(tensor) if isinstance(tensor, torch.Tensor) else None
+        return weights_identity(tensor) if isinstance(tensor, torch.Tensor) else None
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -238,7 +239,7 @@ class CachedGraph:
     def _weights_key(self, inputs: Sequence) -> tuple:
         if self.roles.weights is None or self.roles.weights_path is None:
             return ("any",)
-        return tensor_identity(inputs[self.roles.weights])
+        return weights_identity(inputs[self.roles.weights])
 
     @staticmethod
     def _identity_of(index: int | None, inputs: Sequence) -> tuple | None:

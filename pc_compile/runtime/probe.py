@@ -12,6 +12,9 @@ downsampled 2x in time and 4x4 in space. This file decides the probe's size and 
   degree (``multiple``): the spatial factor is lowered until it is, else the frames are kept;
 * ``ProbeNetwork`` runs the network (compiled by the front, a separate graph) on the probe
   inputs and returns its prediction in the dense layout ``(B, C, F, H, W)`` the metric wants.
+  It runs the module whose weights the call runs: Dynamo serves every instance of a model class
+  from one graph (Wan 2.2's ``transformer_2`` from the graph of ``transformer``), so the front
+  tells the probe which module holds which weights (``serve``).
 
 How the latent is laid out (which dimensions are frames, height and width; what else in the call
 describes the grid) is handed over by the front as a layout object: anything with ``grid(call)``,
@@ -23,8 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+import weakref
 
 import torch
+
+from pc_compile.runtime.weights import weights_identity
 
 
 def probe_grid(grid, factors: tuple[int, int, int], min_tokens: int, multiple: int = 1):
@@ -56,21 +63,28 @@ def probe_grid(grid, factors: tuple[int, int, int], min_tokens: int, multiple: i
 class ProbeNetwork:
     """Runs the network at the probe size and returns its prediction as dense video.
 
-    ``network(call)`` runs the model compiled for the probe (graphs of their own, traced at the
-    probe's shapes) on the arguments ``call``; ``template`` is the model's call at compile time,
-    into which each call's graph inputs are put back (``bind``: graph input index ->
-    ``(argument, path)``, the path indexing into a nested argument, e.g. QwenImage's
-    ``img_shapes``: a graph traced with dynamic sizes takes those ints as inputs). The grid is
-    read from each call, so a graph that serves several shapes probes each at its own size;
-    ``last_ratio`` is the probe's share of the tokens at the last call (its cost, per
-    evaluation, in full-step equivalents).
+    ``network(module, call)`` runs ``module`` compiled for the probe (graphs of their own,
+    traced at the probe's shapes) on the arguments ``call``; the module is the one whose weights
+    the call's graph input ``weights`` is (``serve(key, module)``, keyed by
+    ``weights.weights_identity``; None: the graph takes no parameter, one module).
+    ``template`` is the model's call at compile time, into which each call's graph inputs are
+    put back (``bind``: graph input index -> ``(argument, path)``, the path indexing into a
+    nested argument, e.g. QwenImage's ``img_shapes``: a graph traced with dynamic sizes takes
+    those ints as inputs). The grid is read from each call, so a graph that serves several
+    shapes probes each at its own size; ``last_ratio`` is the probe's share of the tokens at
+    the last call (its cost, per evaluation, in full-step equivalents).
     """
 
     GRIDS = 64  # probe grids remembered (by full grid)
 
     def __init__(self, network, template: dict, bind: dict[int, tuple[str, tuple]], layout,
-                 factors: tuple[int, int, int], min_tokens: int, multiple: int = 1):
+                 factors: tuple[int, int, int], min_tokens: int, weights: int | None = None,
+                 multiple: int = 1):
         self.network = network
+        self.weights = weights
+        self.modules: dict[tuple, weakref.ref] = {}
+        self._first: weakref.ref | None = None
+        self._unknown_said = False
         self.template = template
         self.bind = bind
         self.layout = layout
@@ -92,6 +106,35 @@ class ProbeNetwork:
                                                   self.multiple)
         return full, grid
 
+    def key_of(self, inputs) -> tuple:
+        """The key of the weights this call runs (as ``CachedGraph`` keys its state)."""
+        return ("any",) if self.weights is None else weights_identity(inputs[self.weights])
+
+    def serve(self, key: tuple, module) -> None:
+        """Calls whose weights have ``key`` run ``module``'s probe."""
+        self.modules[key] = weakref.ref(module)
+        if self._first is None:
+            self._first = self.modules[key]
+
+    def module_of(self, inputs):
+        """The module whose weights this call runs; the first one served, with a warning, if
+        the front could not find it (the probe then measures another model's prediction)."""
+        ref = self.modules.get(self.key_of(inputs))
+        module = ref() if ref is not None else None
+        if module is not None:
+            return module
+        first = self._first() if self._first is not None else None
+        if not self._unknown_said:
+            self._unknown_said = True
+            warnings.warn(
+                "precisecache: the probe could not find the module whose weights this call runs "
+                f"(another instance of {type(first).__name__} served by the same graph); it runs "
+                "the weights of the module the graph was compiled for, so its measurements "
+                "follow that model",
+                stacklevel=3,
+            )
+        return first
+
     def call_of(self, inputs) -> dict:
         call = dict(self.template)
         for index, (name, path) in self.bind.items():
@@ -102,7 +145,7 @@ class ProbeNetwork:
         call = self.call_of(inputs)
         full, grid = self.grids(call)
         self.last_ratio = ratio(grid, full)
-        result = self.network(self.layout.probe_call(call, grid))
+        result = self.network(self.module_of(inputs), self.layout.probe_call(call, grid))
         output = result[0] if isinstance(result, (tuple, list)) else getattr(result, "sample",
                                                                               result)
         return self.layout.output_video(output, call, grid)

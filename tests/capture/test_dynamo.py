@@ -115,3 +115,32 @@ def test_preset_turbo_caches_a_model_behind_a_diffusers_hook():
     stats = pc_compile.stats(compiled)
     assert stats["fallbacks"] == [] and stats["steps"] == 12
     assert stats["skipped_steps"] > 0 and stats["probe_evals"] > 0
+
+
+
+def test_a_module_behind_an_accelerate_hook_is_captured_with_its_call():
+    """accelerate's hook replaces forward by new_forward(module, *args, **kwargs) and its
+    pre_forward is compiler-disabled: Dynamo hands over the resume frame after that break,
+    whose call is the (args, kwargs) pair on the stack. Capture finds the module and the call
+    and gives the sources their plain names."""
+    from accelerate import cpu_offload_with_hook
+
+    tiny = build("wan")
+    cpu_offload_with_hook(tiny.model, "cpu")
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(capture(gm))
+        return gm.forward
+
+    torch._dynamo.reset()
+    inputs = tiny.make_inputs(500.0, 1)
+    with torch.no_grad():
+        torch.compile(tiny.model, backend=backend)(**inputs)
+    got = seen[-1]
+    assert got.owner is tiny.model and got.module is tiny.model
+    assert torch.equal(got.call["hidden_states"], inputs["hidden_states"])
+    assert "L['kwargs']['timestep']" in got.sources
+    assert any(s.startswith("L['self']") and s.endswith("['weight']") for s in got.sources if s)
+    names = pc_compile.capture.input_names(None, got.owner, got.sources)
+    assert {"hidden_states", "timestep", "encoder_hidden_states"} <= set(names)

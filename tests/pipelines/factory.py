@@ -229,12 +229,19 @@ def build(name: str, scheduler: str | None = None) -> Tiny:
     return factory() if scheduler is None else factory(scheduler)
 
 
-def compile_transformers(tiny: Tiny, backend="precisecache", options=None, dynamic=None):
-    """Replace each transformer of the pipeline by its compiled form; returns them by name."""
+def compile_transformers(tiny: Tiny, backend="precisecache", options=None, dynamic=None,
+                         in_place: bool = False):
+    """Replace each transformer of the pipeline by its compiled form, or compile it in place
+    (``module.compile``: what accelerate's offload hooks and diffusers' LoRA methods need);
+    returns them by name."""
     compiled = {}
     for name in tiny.transformers:
         module = getattr(tiny.pipe, name)
         kwargs = {"options": options} if options is not None else {}
+        if in_place:
+            module.compile(backend=backend, dynamic=dynamic, **kwargs)
+            compiled[name] = module
+            continue
         compiled[name] = torch.compile(module, backend=backend, dynamic=dynamic, **kwargs)
         setattr(tiny.pipe, name, compiled[name])
     return compiled

@@ -3,6 +3,11 @@ the precisecache backend and with plain torch.compile, printed as a Markdown tab
 
     python -m tests.pipelines.matrix [--pipelines wan,flux] [--presets off,turbo] [--out FILE]
 
+Scenarios ``offload: ...`` run the pipeline under ``pipe.enable_model_cpu_offload(device="cpu")``
+with the transformers compiled in place (``module.compile``); ``lora: ...`` load a random LoRA
+(``tests/pipelines/test_lora.py``) into each transformer before compiling, and into the
+uncompiled reference too.
+
 Per cell: pass, or the exception and the deepest frame of ``pc_compile`` (or of torch when
 ``pc_compile`` is not on the stack); the relative error of the last output against the
 uncompiled pipeline (max |a - b| / max |b|); ``compute_fraction``; and the Dynamo compiles (unique
@@ -44,7 +49,27 @@ SCENARIOS = {
     "interrupt, full": (None, [("A", 1, 12, 3), ("A", 1, 12, None)]),
     "dynamic=True": (True, [("A", 1, 4, None), ("B", 1, 4, None)]),
     "dynamic=False": (False, [("A", 1, 4, None), ("B", 1, 4, None), ("A", 1, 4, None)]),
+    "offload: res A,B,A, 12 steps": (None, [("A", 1, 12, None), ("B", 1, 12, None),
+                                            ("A", 1, 12, None)]),
+    "lora: res A,B,A, 12 steps": (None, [("A", 1, 12, None), ("B", 1, 12, None),
+                                         ("A", 1, 12, None)]),
 }
+
+
+def prepare(tiny, scenario: str, compiled: bool) -> bool:
+    """Apply the scenario's setting to ``tiny`` (``compiled``: the copy that will be compiled);
+    True when the transformers must be compiled in place."""
+    if scenario.startswith("lora:"):
+        from tests.pipelines.test_lora import lora_state_dict
+
+        for name in tiny.transformers:
+            module = getattr(tiny.pipe, name)
+            module.load_lora_adapter(lora_state_dict(module, 1), prefix="transformer",
+                                     adapter_name="style")
+    if scenario.startswith("offload:") and compiled:
+        tiny.pipe.enable_model_cpu_offload(device="cpu")
+        return True
+    return False
 
 
 def interrupter(after: int):
@@ -82,10 +107,11 @@ def run_cell(pipeline, scheduler, scenario, backend, preset, reference=None):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     tiny = factory.build(pipeline, scheduler)
+    in_place = prepare(tiny, scenario, compiled=True)
     options = None
     if backend == "precisecache":
         options = {"preset": preset, "piece_compiler": "inductor" if inductor else "eager"}
-    compiled = factory.compile_transformers(tiny, backend, options, dynamic)
+    compiled = factory.compile_transformers(tiny, backend, options, dynamic, in_place)
     start = time.perf_counter()
     row = dict(pipeline=pipeline, scheduler=scheduler, scenario=scenario, backend=backend,
                preset=preset)
@@ -111,6 +137,7 @@ def run_cell(pipeline, scheduler, scenario, backend, preset, reference=None):
 
 def reference_output(pipeline, scheduler, scenario):
     tiny = factory.build(pipeline, scheduler)
+    prepare(tiny, scenario, compiled=False)
     return play(tiny, SCENARIOS[scenario][1])
 
 
