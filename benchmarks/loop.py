@@ -164,3 +164,13 @@ class Loop:
             if self.after_step is not None:
                 self.after_step(i)
         return x
+
+
+def compiled_wan(options: dict, size: str = "tiny"):
+    """``(model, inputs, compiled)``: a fresh Wan transformer of ``WAN_SIZES[size]`` compiled
+    by the precisecache backend with ``options`` (Dynamo reset first, so nothing of an earlier
+    model is reused)."""
+    torch._dynamo.reset()
+    wan = WAN_SIZES[size]
+    model, inputs = build_wan(wan), make_inputs(wan)
+    return model, inputs, torch.compile(model, backend="precisecache", options=options)

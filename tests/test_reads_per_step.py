@@ -18,18 +18,14 @@ import torch
 
 import pc_compile
 from benchmarks.host_reads import configurations
-from benchmarks.loop import WAN_SIZES, Loop, build_wan, make_inputs
+from benchmarks.loop import Loop, compiled_wan
 from tests.host_reads import HostReads
 
 STEPS = 20
 
 
 def count(options: dict) -> tuple[HostReads, dict]:
-    torch._dynamo.reset()
-    wan = WAN_SIZES["tiny"]
-    model, inputs = build_wan(wan), make_inputs(wan)
-    compiled = torch.compile(model, backend="precisecache",
-                             options=dict(options, piece_compiler="eager"))
+    model, inputs, compiled = compiled_wan(dict(options, piece_compiler="eager"))
     with torch.no_grad():
         Loop(steps=STEPS)(compiled, inputs)
         pc_compile.reset(compiled)
@@ -65,11 +61,7 @@ def test_a_timestep_that_is_no_view_of_a_schedule_is_read_by_the_first_branch():
     """A pipeline passing a fresh timestep tensor per step: read once per step, by the first
     branch (the rules need it before they measure, so a step that measures reads twice: not
     yet one read, see ``runtime/timestep.py``)."""
-    torch._dynamo.reset()
-    wan = WAN_SIZES["tiny"]
-    model, inputs = build_wan(wan), make_inputs(wan)
-    compiled = torch.compile(model, backend="precisecache",
-                             options={"preset": "turbo", "piece_compiler": "eager"})
+    model, inputs, compiled = compiled_wan({"preset": "turbo", "piece_compiler": "eager"})
     reads = HostReads(stack_depth=0)
     x = inputs.noise
     with torch.no_grad(), reads:

@@ -29,18 +29,16 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-import re
 from dataclasses import dataclass, field
 
 import torch
 import torch.fx
 
+from pc_compile.passes.module_paths import normalize_module_path
+
 log = logging.getLogger("pc_compile")
 
 # One attribute hop of a Dynamo source: ['name'], ["name"], [3], .name, .3
-_COMPONENT = re.compile(r"\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\]|\[\s*(\d+)\s*\]|\.(\w+)")
-_ROOT = re.compile(r"^\s*[LG]\[\s*['\"][^'\"]*['\"]\s*\]")
-_STORAGE = {"__dict__", "_modules", "_parameters", "_buffers"}
 # Where Dynamo keeps the frame it is translating: (module, attribute chain). One place to
 # change when a torch version moves it.
 CURRENT_FRAME = ("torch._dynamo.symbolic_convert", "InstructionTranslator.current_tx")
@@ -94,14 +92,8 @@ def graph_input_sources(gm: torch.fx.GraphModule) -> list[str | None]:
 
 def source_path(source: str) -> str:
     """A Dynamo source as a dotted path below its root: ``proj.weight`` for
-    ``L['self']._modules['proj']._parameters['weight']``."""
-    rest = _ROOT.sub("", source, count=1)
-    parts = []
-    for match in _COMPONENT.finditer(rest):
-        name = next(g for g in match.groups() if g is not None)
-        if name not in _STORAGE:
-            parts.append(name)
-    return ".".join(parts)
+    ``L['self']._modules['proj']._parameters['weight']`` (the passes' reading of a source)."""
+    return normalize_module_path(source)
 
 
 @dataclass

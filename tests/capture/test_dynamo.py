@@ -77,11 +77,8 @@ def _root_hook_that_breaks_the_graph(model):
     HookRegistry.check_if_exists_or_initialize(model).register_hook(Breaking(), "breaking")
 
 
-def test_a_forward_behind_a_diffusers_hook_is_captured_as_the_module_s():
-    # The graph with the blocks is Dynamo's resumption of the hook's wrapper after pre_forward:
-    # its module is the local `module` and its call the pre_forward's result on the stack.
-    tiny = build("wan")
-    _root_hook_that_breaks_the_graph(tiny.model)
+def _captures(model, inputs) -> list:
+    """What ``capture`` reads from each graph Dynamo hands over for one call of ``model``."""
     seen = []
 
     def backend(gm, example_inputs):
@@ -89,9 +86,18 @@ def test_a_forward_behind_a_diffusers_hook_is_captured_as_the_module_s():
         return gm.forward
 
     torch._dynamo.reset()
-    inputs = tiny.make_inputs(500.0, 1)
     with torch.no_grad():
-        torch.compile(tiny.model, backend=backend)(**inputs)
+        torch.compile(model, backend=backend)(**inputs)
+    return seen
+
+
+def test_a_forward_behind_a_diffusers_hook_is_captured_as_the_module_s():
+    # The graph with the blocks is Dynamo's resumption of the hook's wrapper after pre_forward:
+    # its module is the local `module` and its call the pre_forward's result on the stack.
+    tiny = build("wan")
+    _root_hook_that_breaks_the_graph(tiny.model)
+    inputs = tiny.make_inputs(500.0, 1)
+    seen = _captures(tiny.model, inputs)
     blocks = [c for c in seen if any(s and "blocks" in s for s in c.sources)]
     assert len(blocks) == 1, [c.sources for c in seen]
     (got,) = blocks
@@ -117,7 +123,6 @@ def test_preset_turbo_caches_a_model_behind_a_diffusers_hook():
     assert stats["skipped_steps"] > 0 and stats["probe_evals"] > 0
 
 
-
 def test_a_module_behind_an_accelerate_hook_is_captured_with_its_call():
     """accelerate's hook replaces forward by new_forward(module, *args, **kwargs) and its
     pre_forward is compiler-disabled: Dynamo hands over the resume frame after that break,
@@ -127,16 +132,8 @@ def test_a_module_behind_an_accelerate_hook_is_captured_with_its_call():
 
     tiny = build("wan")
     cpu_offload_with_hook(tiny.model, "cpu")
-    seen = []
-
-    def backend(gm, example_inputs):
-        seen.append(capture(gm))
-        return gm.forward
-
-    torch._dynamo.reset()
     inputs = tiny.make_inputs(500.0, 1)
-    with torch.no_grad():
-        torch.compile(tiny.model, backend=backend)(**inputs)
+    seen = _captures(tiny.model, inputs)
     got = seen[-1]
     assert got.owner is tiny.model and got.module is tiny.model
     assert torch.equal(got.call["hidden_states"], inputs["hidden_states"])

@@ -245,3 +245,14 @@ def compile_transformers(tiny: Tiny, backend="precisecache", options=None, dynam
         compiled[name] = torch.compile(module, backend=backend, dynamic=dynamic, **kwargs)
         setattr(tiny.pipe, name, compiled[name])
     return compiled
+
+
+def interrupt_after(steps: int):
+    """A ``callback_on_step_end`` that interrupts the generation after ``steps`` steps."""
+
+    def callback(pipe, step, timestep, kwargs):
+        if step + 1 >= steps:
+            pipe._interrupt = True
+        return kwargs
+
+    return callback

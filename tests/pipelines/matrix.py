@@ -72,19 +72,10 @@ def prepare(tiny, scenario: str, compiled: bool) -> bool:
     return False
 
 
-def interrupter(after: int):
-    def callback(pipe, step, timestep, kwargs):
-        if step + 1 >= after:
-            pipe._interrupt = True
-        return kwargs
-
-    return callback
-
-
 def play(tiny, calls):
     out = None
     for size, batch, steps, interrupt in calls:
-        extra = {"callback_on_step_end": interrupter(interrupt)} if interrupt else {}
+        extra = {"callback_on_step_end": factory.interrupt_after(interrupt)} if interrupt else {}
         out = tiny.run(size, batch, steps, **extra)
     return out
 

@@ -27,15 +27,6 @@ def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:
     return float((out - reference).abs().max() / reference.abs().max())
 
 
-def interrupt_after(steps: int):
-    def callback(pipe, step, timestep, kwargs):
-        if step + 1 >= steps:
-            pipe._interrupt = True
-        return kwargs
-
-    return callback
-
-
 def fresh(name: str, scheduler: str | None = None):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
@@ -55,7 +46,7 @@ SEQUENCE = [("A", 1, 3, None), ("B", 1, 3, None), ("A", 1, 3, None), ("C", 1, 3,
 def play(tiny, calls):
     outputs = []
     for size, batch, steps, interrupt in calls:
-        extra = {"callback_on_step_end": interrupt_after(interrupt)} if interrupt else {}
+        extra = {"callback_on_step_end": factory.interrupt_after(interrupt)} if interrupt else {}
         outputs.append(tiny.run(size, batch, steps, **extra))
     return outputs
 
@@ -200,7 +191,7 @@ def test_a_generation_cut_after_its_first_step_is_followed_by_a_clean_one():
     return (``maybe_free_model_hooks``) tells the streams the generation ended."""
     tiny = fresh("wan")
     compiled = factory.compile_transformers(tiny, options={"preset": "turbo", **EAGER})
-    tiny.run("A", 1, 10, callback_on_step_end=interrupt_after(1))
+    tiny.run("A", 1, 10, callback_on_step_end=factory.interrupt_after(1))
     tiny.run("A", 1, 10)
     streams = pc_compile.stats(compiled["transformer"], detail=True)["per_stream"]
     # The very first call ran while the model compiled, before its name could be read: its

@@ -3,15 +3,11 @@
 import torch
 
 import pc_compile
-from benchmarks.loop import WAN_SIZES, Loop, build_wan, make_inputs
+from benchmarks.loop import Loop, compiled_wan
 
 
 def run(preset: str) -> dict:
-    torch._dynamo.reset()
-    wan = WAN_SIZES["tiny"]
-    model, inputs = build_wan(wan), make_inputs(wan)
-    compiled = torch.compile(model, backend="precisecache",
-                             options={"preset": preset, "piece_compiler": "eager"})
+    model, inputs, compiled = compiled_wan({"preset": preset, "piece_compiler": "eager"})
     with torch.no_grad():
         Loop(steps=8)(compiled, inputs)
     return pc_compile.stats(compiled), inputs.noise.numel() * 4

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pc_compile
-from benchmarks.loop import WAN_SIZES, Loop, build_wan, make_inputs
+from benchmarks.loop import Loop, compiled_wan
 from pc_compile.runtime.lookahead import free_steps, look_ahead, max_reuses, upcoming
 from pc_compile.runtime.timestep import TimestepReader
 
@@ -57,11 +57,7 @@ def test_timestep_reader_knows_the_steps_that_follow():
 
 
 def _turbo_trace(steps: int):
-    torch._dynamo.reset()
-    wan = WAN_SIZES["tiny"]
-    model, inputs = build_wan(wan), make_inputs(wan)
-    compiled = torch.compile(model, backend="precisecache",
-                             options={"preset": "turbo", "piece_compiler": "eager"})
+    model, inputs, compiled = compiled_wan({"preset": "turbo", "piece_compiler": "eager"})
     with torch.no_grad():
         Loop(steps=steps)(compiled, inputs)
     stats = pc_compile.stats(compiled, detail=True)

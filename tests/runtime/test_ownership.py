@@ -12,7 +12,7 @@ import torch
 
 import pc_compile
 from benchmarks.host_reads import configurations
-from benchmarks.loop import WAN_SIZES, Loop, build_wan, make_inputs
+from benchmarks.loop import Loop, compiled_wan
 from pc_compile.runtime import ownership, registry
 from pc_compile.runtime.executor import Executor
 from pc_compile.runtime.memory import kept_tensors
@@ -38,11 +38,7 @@ def _kept_and_produced(options: dict, monkeypatch) -> tuple[set, set, dict]:
         return out
 
     monkeypatch.setattr(Executor, "call_piece", holding)
-    torch._dynamo.reset()
-    wan = WAN_SIZES["tiny"]
-    model, inputs = build_wan(wan), make_inputs(wan)
-    compiled = torch.compile(model, backend="precisecache",
-                             options=dict(options, piece_compiler="eager"))
+    model, inputs, compiled = compiled_wan(dict(options, piece_compiler="eager"))
     with torch.no_grad():
         Loop(steps=STEPS)(compiled, inputs)
     kept = []
@@ -85,10 +81,7 @@ def test_keep_copies_only_piece_outputs():
 
 
 def _run_capped(cap: int | None):
-    torch._dynamo.reset()
-    wan = WAN_SIZES["tiny"]
-    model, inputs = build_wan(wan), make_inputs(wan)
-    compiled = torch.compile(model, backend="precisecache", options={
+    model, inputs, compiled = compiled_wan({
         "preset": "flash", "piece_compiler": "eager", "max_cache_bytes": cap})
     totals = []
 
