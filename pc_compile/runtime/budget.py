@@ -7,15 +7,18 @@ stream that decides (the first guidance branch) and is all host arithmetic on nu
 engine already has: it adds no device-to-host read.
 
 How it lands on the budget
-    The steps of the generation are estimated from the timesteps seen so far
-    (``schedule.fit_schedule``, refitted at every step), and so are the steps at the end of the
-    schedule that the guards will compute (those within ``end_span`` step sizes of zero, with a
-    margin: reserving one too many only turns the last free step into a computed one, reserving
-    one too few would overspend). What is left after those, in block-equivalents, is the *free
-    budget* of the *free steps* (those no guard forces). Every step re-derives the compute rate
-    ``q`` the free steps still need from the free budget, so an early deviation is paid back
-    later, and the decision is forced where no choice is left: compute where the budget covers
-    every free step left, reuse where it no longer covers one whole step.
+    The steps of the generation, and those at the end of the schedule that the guards will
+    compute (within ``end_span`` step sizes of zero), are read from the pipeline's schedule
+    tensor when the timestep is a view of it (``TimestepReader.following``: exact from the
+    first step; Wan, CogVideoX, LTX-Video); otherwise they are estimated from the timesteps
+    seen so far (``schedule.fit_schedule``, refitted at every step from the third), the end
+    steps with a margin: reserving one too many only turns the last free step into a computed
+    one, reserving one too few would overspend. What is left after those, in
+    block-equivalents, is the *free budget* of the *free steps* (those no guard forces).
+    Every step re-derives the compute rate ``q`` the free steps still need from the free
+    budget, so an early deviation is paid back later, and the decision is forced where no
+    choice is left: compute where the budget covers every free step left, reuse where it no
+    longer covers one whole step.
 
 Where the computed steps go
     On a free step the step rule measures its *score*, the predicted error of this step's
@@ -55,7 +58,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from pc_compile.runtime.schedule import fit_schedule, timestep_scale, unshift
+from pc_compile.runtime.schedule import KnownSchedule, fit_schedule, timestep_scale, unshift
 
 # Reserve an end step when its timestep lies within this many times ``end_span`` step sizes of
 # zero: the fitted timesteps are an estimate, and an end step missed would overspend.
@@ -150,13 +153,18 @@ class BudgetController:
     # -- per step ----------------------------------------------------------------------------
 
     def begin(self, bs: BudgetState, index: int, timestep: float | None, may_reuse: bool,
-              has_cache: bool, probe_cost: float) -> Call:
+              has_cache: bool, probe_cost: float, following: list | None = None) -> Call:
         """The call on step ``index`` of the generation (``may_reuse``: the shared guards let
         it reuse; ``has_cache``: there is something to reuse; ``probe_cost``: one probe in
-        block-equivalents, 0 if the rule has none)."""
+        block-equivalents, 0 if the rule has none; ``following``: the timesteps of the steps
+        to come when the pipeline's schedule tensor gives them, else None)."""
         if timestep is not None and (not bs.timesteps or timestep < bs.timesteps[-1]):
             bs.timesteps.append(timestep)
-        fit = fit_schedule(bs.timesteps) if len(bs.timesteps) >= 3 else None
+        if following is not None and len(bs.timesteps) == index + 1:
+            # The schedule is known: the steps, the end and the step sizes are exact.
+            fit = KnownSchedule((*bs.timesteps, *following))
+        else:
+            fit = fit_schedule(bs.timesteps) if len(bs.timesteps) >= 3 else None
         if fit is None:
             bs.last = {}
             # Probed: the rule's first spectra (LFCache's form choice needs two computed ones).
@@ -164,7 +172,7 @@ class BudgetController:
                         measure=self.keeps_probe and self.budget < 1)
         total = fit.total_steps()
         before = bs.estimated_steps
-        if before is not None and total != before and abs(
+        if not isinstance(fit, KnownSchedule) and before is not None and total != before and abs(
                 fit.end_index - (min(total, before) + 0.004)) < HYSTERESIS:
             # The fit's end moved across a step boundary by a rounding error (schedules
             # that round their timesteps to integers): keep the earlier estimate.

@@ -320,7 +320,8 @@ class Engine:
         probes = self.step_rule is not None and getattr(self.step_rule, "needs_probe", False)
         probe_cost = self.probe_cost if probes else 0.0
         call = controller.begin(bs, ctx.step, ctx.timestep, ctx.may_reuse,
-                                memory.history.has(self.step_reuse), probe_cost)
+                                memory.history.has(self.step_reuse), probe_cost,
+                                state.following)
         verdict = None
         measured = False
         if call.measure and call.kind in (FREE, COMPUTE) and self.step_rule is not None:

@@ -63,6 +63,29 @@ class ScheduleFit:
         return self.scale * self.shift * s / (1 + (self.shift - 1) * s)
 
 
+@dataclass(frozen=True)
+class KnownSchedule:
+    """The generation's schedule read from the pipeline's own timesteps tensor
+    (``TimestepReader.following``): exact where ``ScheduleFit`` estimates. The same
+    interface; a step past the end is at timestep 0."""
+
+    timesteps: tuple  # every distinct timestep of the generation, in order
+
+    @property
+    def end_index(self) -> float:
+        return float(len(self.timesteps))
+
+    def total_steps(self) -> int:
+        return max(1, len(self.timesteps))
+
+    def steps_left(self, index: int) -> int:
+        return max(0, self.total_steps() - 1 - index)
+
+    def timestep(self, index: float) -> float:
+        i = int(index)
+        return float(self.timesteps[i]) if 0 <= i < len(self.timesteps) else 0.0
+
+
 def timestep_scale(first: float) -> float:
     """The timestep of pure noise: pipelines pass either ``sigma * 1000`` or ``sigma``."""
     return 1.0 if first <= 1.0 + 1e-6 else max(1000.0, first)

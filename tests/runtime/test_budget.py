@@ -78,6 +78,30 @@ def test_every_generation_lands_within_002_of_its_budget(tiny, rule, budgets, co
                 pc_compile.reset(compiled)
 
 
+
+def test_a_known_schedule_is_planned_from_its_first_step(tiny):
+    """Timesteps that are views of the pipeline's schedule tensor give the controller every
+    step to come: the step count is exact from step 0 (no step computed for want of an
+    estimate) and every generation still lands on its budget."""
+    for budget in (0.38, 0.63):
+        compiled = compile_with(tiny, compute_budget=budget, warmup_steps=1, end_span=0.0)
+        for kind in SCHEDULERS:
+            for steps in (10, 30):
+                schedule = torch.tensor(timesteps(kind, steps))
+                with torch.no_grad():
+                    for i in range(steps):
+                        for c in (1, 2):
+                            inputs = tiny.make_inputs(0.0, c)
+                            inputs["timestep"] = schedule[i].expand(1)  # a view, as pipelines
+                            compiled(**inputs)
+                stats = pc_compile.stats(compiled, detail=True)
+                spent = stats["compute_fraction"]
+                assert abs(spent - budget) <= 0.02 + 1e-9, (budget, kind, steps, spent)
+                trace = next(iter(stats["per_stream"].values()))["trace"]
+                assert trace[1]["estimated_steps"] == steps, (kind, steps, trace[1])
+                assert all("no schedule estimate" not in e["budget_call"] for e in trace)
+                pc_compile.reset(compiled)
+
 def test_the_probe_runs_on_free_steps_and_the_computed_steps_before_them(tiny):
     compiled = compile_with(tiny, step_rule="lfcache", compute_budget=0.465)
     generate(compiled, tiny, timesteps("euler", 30))
