@@ -7,7 +7,9 @@ each step's decision and the engine's collectives per call; rank 0 then runs the
 single-process as the reference. Pieces run eagerly (``piece_compiler="eager"``): what is
 tested is the partition, the decisions and the collectives, not Inductor.
 
-Wan's plan splits the sequence at block 0 (its hook), Flux's at the model's root.
+Wan's plan splits the sequence at block 0 (its hook), Flux's at the model's root. Wan's preset
+"off" is compiled cold (no eager call first: the first call runs eagerly, the next ones whole);
+the other runs call the model once eagerly first, so that every step is compiled.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ FLUX = {"off": {"preset": "off", **EAGER},
 
 @pytest.fixture(scope="module")
 def runs():
-    jobs = {"wan": {"parallel": WAN, "single": ("off", *CACHING), "cold": True},
+    jobs = {"wan": {"parallel": WAN, "single": ("off", *CACHING), "cold": ("off",),
+                    "hint": "off"},
             "flux": {"parallel": FLUX, "single": tuple(FLUX)}}
     return run_ranks(scenarios.suite, world=2, timeout=150, jobs=jobs, steps=STEPS)
 
@@ -59,12 +62,17 @@ def max_difference(a, b) -> float:
     return (a - b).abs().max().item()
 
 
-def test_preset_off_equals_the_single_process_output(wan):
+def test_a_cold_compile_finds_the_blocks_from_the_second_call(wan):
+    # No eager call before compiling: the first call runs the forward eagerly (diffusers'
+    # split hook learns block 0's signature, which Dynamo cannot trace), the backend has
+    # Dynamo translate the forward again, and every later call runs the whole graph.
     reference = wan[0]["single"]["off"]["out"]
     for rank in wan:
-        assert max_difference(rank["parallel"]["off"]["out"], reference) < 1e-5
-        stats = rank["parallel"]["off"]["stats"]
-        assert stats["fallbacks"] == [] and stats["full_steps"] == STEPS  # blocks found
+        run = rank["parallel"]["off"]
+        assert max_difference(run["out"], reference) < 1e-5
+        assert run["warnings"] == []
+        assert run["stats"]["fallbacks"] == []  # blocks found
+        assert run["stats"]["full_steps"] == STEPS - 1  # the first call ran eagerly
 
 
 @pytest.mark.parametrize("key", [*CACHING, "skewed", "skewed_sharded"])
@@ -117,9 +125,10 @@ def test_one_collective_per_measured_step_and_none_uncached(wan):
                for k in WAN)
 
 
-def test_a_cold_compile_says_how_to_get_the_blocks(wan):
-    messages = wan[0]["cold_warnings"]
-    assert any("Call the model once (eagerly) after enable_parallelism" in m for m in messages)
+def test_where_the_retrace_is_unavailable_the_fallback_says_how_to_get_the_blocks(wan):
+    for rank in wan:
+        assert "no repeated transformer blocks found" in rank["hint"]
+        assert "Call the model once (eagerly) after enable_parallelism" in rank["hint"]
 
 
 def test_flux_splits_at_its_root_and_caches_alike_on_both_ranks(flux):
