@@ -79,7 +79,8 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
         return graph
 
     try:
-        split, spec = assemble.partition(gm, config)
+        split, spec = assemble.partition(gm, config,
+                                         parallel.degree if parallel is not None else 1)
     except PreciseCacheUnsupported as reason:
         if _retrace_parallel_model(reason):
             # Runs this once, until the next call compiles the forward whole.
