@@ -2,8 +2,8 @@
 
 A scenario builds a tiny denoiser, enables diffusers' context parallelism on it (Ulysses over
 the gloo group), compiles it and samples a few Euler steps; it returns plain data and tensors.
-The same weights run single-process on rank 0 afterwards (after the last collective, so rank 1
-never waits on it) as the reference.
+The same weights run single-process afterwards as the reference (after the last collective, so
+neither rank waits on the other; the reference runs are shared out over the ranks).
 
 diffusers' context-parallel split hooks learn a block's forward signature on their first call
 (``inspect.signature``), which Dynamo cannot trace on Wan's blocks: on a cold compile the first
@@ -165,8 +165,8 @@ def configs(rank: int, world: int, name: str, parallel: dict, single: tuple, ste
             cold: tuple = (), hint: str | None = None) -> dict:
     """Each of ``parallel`` (key -> options; None: eager) under context parallelism, the keys
     in ``cold`` compiled without the eager call first; ``hint``: the error of one more cold
-    run of that key where the retrace is unavailable. Then, on rank 0 only, the keys in
-    ``single`` single-process."""
+    run of that key where the retrace is unavailable. Then ``single`` single-process, shared out
+    over the ranks (rank r runs every world-th key from the r-th): merge the ranks' "single"."""
     import tests.distributed.skewed_rule  # noqa: F401 - registers the step rule "skewed"
 
     result = {"parallel": {}, "single": {}}
@@ -175,9 +175,8 @@ def configs(rank: int, world: int, name: str, parallel: dict, single: tuple, ste
     if hint is not None:
         result["hint"] = without_retrace(name, parallel[hint])
     dist.barrier()
-    if rank == 0:
-        for key in single:
-            result["single"][key] = run(name, parallel[key], steps, parallel=False)
+    for key in single[rank::world]:
+        result["single"][key] = run(name, parallel[key], steps, parallel=False)
     return result
 
 

@@ -45,7 +45,12 @@ def runs():
     jobs = {"wan": {"parallel": WAN, "single": ("off", *CACHING), "cold": ("off",),
                     "hint": "off"},
             "flux": {"parallel": FLUX, "single": tuple(FLUX)}}
-    return run_ranks(scenarios.suite, world=2, timeout=150, jobs=jobs, steps=STEPS)
+    ranks = run_ranks(scenarios.suite, world=2, timeout=150, jobs=jobs, steps=STEPS)
+    for name in jobs:  # the single-process references were shared out over the ranks
+        merged = {k: v for rank in ranks for k, v in rank[name]["single"].items()}
+        for rank in ranks:
+            rank[name]["single"] = merged
+    return ranks
 
 
 @pytest.fixture(scope="module")
