@@ -46,9 +46,10 @@ from pc_compile.runtime.probe import ProbeNetwork
 log = logging.getLogger("pc_compile")
 
 
-def partition(gm: torch.fx.GraphModule, config):
-    """``(split, spec)``: the passes' rewrite of ``gm`` (``UnsupportedGraph`` if impossible)."""
-    split, spec = run_passes(gm, config)
+def partition(gm: torch.fx.GraphModule, config, split_degree: int = 1):
+    """``(split, spec)``: the passes' rewrite of ``gm`` (``UnsupportedGraph`` if impossible);
+    ``split_degree``: the model's context-parallel degree, 1 without."""
+    split, spec = run_passes(gm, config, split_degree)
     log.debug(
         "partition: %d pieces, %d blocks in %d list(s) (%s), %d kernel groups",
         len(spec.pieces), spec.num_blocks, len(spec.block_lists), ", ".join(spec.block_lists),

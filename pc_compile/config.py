@@ -62,7 +62,9 @@ class PreciseCacheConfig:
             the last step (and Euler's one before it); the presets' 4.5 keeps the last three
             steps of UniPC and the last four of Euler at shift 3, 20-50 steps.
         piece_compiler: how each piece of the partitioned graph is compiled: ``"inductor"``
-            (default), or ``"eager"`` to run the pieces uncompiled (debugging, fast tests).
+            (default), or ``"eager"`` to run the pieces uncompiled (debugging, fast tests);
+            also the parts of a model's first call under context parallelism, which Dynamo
+            hands over one by one before it compiles the forward whole.
         cuda_graphs: under ``mode="reduce-overhead"`` (or ``"max-autotune"``), compile the
             pieces with Inductor's CUDA graphs (default False: without them, warned once). The
             runtime copies what it keeps out of the pieces' outputs, so a replay cannot change

@@ -25,6 +25,7 @@ import torch
 
 from pc_compile import assemble
 from pc_compile.capture import capture
+from pc_compile.capture.dynamo import retrace
 from pc_compile.errors import (
     OptionUnsupported,
     PreciseCacheUnsupported,
@@ -32,7 +33,11 @@ from pc_compile.errors import (
     UnsupportedGraphWarning,
 )
 from pc_compile.integrations.accelerate import warn_if_hooks_undo_compile
-from pc_compile.integrations.context_parallel import context_parallel, has_context_parallel_hooks
+from pc_compile.integrations.context_parallel import (
+    context_parallel,
+    eager_parallel_forward,
+    has_context_parallel_hooks,
+)
 from pc_compile.runtime import registry
 from pc_compile.runtime.inductor import mode_options
 from pc_compile.streams import name_streams
@@ -44,6 +49,8 @@ PLAIN = "plain inductor"
 
 _warned_modules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _warned_other: dict[object, set] = {}
+# Models under context parallelism whose skipped forward Dynamo was asked to translate again.
+_retraced: weakref.WeakSet = weakref.WeakSet()
 
 
 def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None,
@@ -72,8 +79,13 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
         return graph
 
     try:
-        split, spec = assemble.partition(gm, config)
+        split, spec = assemble.partition(gm, config,
+                                         parallel.degree if parallel is not None else 1)
     except PreciseCacheUnsupported as reason:
+        if _retrace_parallel_model(reason):
+            # Runs this once, until the next call compiles the forward whole.
+            return gm if config.piece_compiler == "eager" else plain_inductor(
+                gm, example_inputs, mode)
         step_down(PLAIN, _with_parallel_hint(reason, seen.module))
         return plain_inductor(gm, example_inputs, mode)
     if config.caches:
@@ -88,6 +100,31 @@ def compile_in_tiers(gm: torch.fx.GraphModule, example_inputs, config, mode=None
         return plain_inductor(gm, example_inputs, mode)
 
 
+def _retrace_parallel_model(reason: PreciseCacheUnsupported) -> bool:
+    """Whether a graph without blocks is a piece of a model under context parallelism whose
+    forward Dynamo skipped on its first call (``integrations/context_parallel.py``): then, at
+    the first such piece, Dynamo is asked to translate that forward again at the next call,
+    whole, and this call's pieces run without a warning, as plain Inductor (as uncompiled
+    graphs under ``piece_compiler="eager"``)."""
+    if not isinstance(reason, UnsupportedGraph):
+        return False
+    found = eager_parallel_forward()
+    if found is None:
+        return False
+    model, functions = found
+    if model in _retraced:
+        log.debug("a piece of %s's first call under context parallelism: %s",
+                  type(model).__name__, reason)
+        return True
+    if not retrace(functions):
+        return False
+    _retraced.add(model)
+    log.info("precisecache: %s's forward runs eagerly on this first call under context "
+             "parallelism (diffusers' split hooks learn the blocks' signature, which Dynamo "
+             "cannot trace); it is compiled whole at the next call", type(model).__name__)
+    return True
+
+
 def _with_parallel_hint(reason: PreciseCacheUnsupported, module) -> PreciseCacheUnsupported:
     """``reason``, saying why when the graph lost its blocks to context parallelism's hooks."""
     if not isinstance(reason, UnsupportedGraph) or not has_context_parallel_hooks(module):
@@ -95,8 +132,9 @@ def _with_parallel_hint(reason: PreciseCacheUnsupported, module) -> PreciseCache
     return UnsupportedGraph(
         f"{reason}; this graph is part of a model under context parallelism: its split hooks "
         "look up the forward's parameters on their first call, which Dynamo cannot trace "
-        "inside the block loop, so Dynamo runs the forward eagerly and compiles its parts. "
-        "Call the model once (eagerly) after enable_parallelism and before compiling it"
+        "inside the block loop, so Dynamo runs the forward eagerly and compiles its parts, "
+        "and asking Dynamo to translate the forward again did not work here. Call the model "
+        "once (eagerly) after enable_parallelism and before compiling it"
     )
 
 

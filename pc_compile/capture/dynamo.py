@@ -48,6 +48,9 @@ HOOK_WRAPPER_LOCALS = ("module", "function_reference")
 RESUMED_CALL = "___stack0"
 # Where ``capture`` leaves a graph's input sources rewritten to the forward's.
 SOURCES_META = "pc_compile_sources"
+# Dynamo's state per code object (its compiled entries, and the mark that runs a frame of it
+# eagerly for good): the module holding it, how to list the entries, how to clear it all.
+CODE_STATE = ("torch._C._dynamo.eval_frame", "_debug_get_cache_entry_list", "reset_code")
 
 
 def _missing(what: str, error: BaseException | None = None) -> None:
@@ -206,6 +209,34 @@ def _arguments(module: torch.nn.Module, locals_: dict) -> dict | None:
         log.debug("capture: the call's arguments do not bind to %s.forward (%s)",
                   type(module).__name__, error)
         return None
+
+
+def retrace(functions) -> bool:
+    """Make Dynamo translate the frames of ``functions`` again at their next call: clear its
+    state of each code object that holds no compiled entry (a frame it runs eagerly for good
+    after a graph break in a loop; clearing a code with entries would throw away compiled
+    graphs, of other models too). True when at least one code was cleared."""
+    module, entries_of, reset = CODE_STATE
+    try:
+        state = importlib.import_module(module)
+        entries_of, reset = getattr(state, entries_of), getattr(state, reset)
+    except (ImportError, AttributeError) as error:
+        _missing(f"per-code state ({module}.{CODE_STATE[1]}, {CODE_STATE[2]})", error)
+        return False
+    cleared = False
+    for function in functions:
+        code = getattr(function, "__code__", None)
+        if code is None:
+            continue
+        try:
+            if entries_of(code):
+                continue
+            reset(code)
+        except Exception as error:  # noqa: BLE001 - a private API that may change
+            _missing(f"per-code state of {code.co_name}", error)
+            continue
+        cleared = True
+    return cleared
 
 
 def compiled_original(compiled):

@@ -15,11 +15,14 @@ of diffusers.
 
 A split hook learns the positions of its module's forward parameters on its first call
 (``ModuleForwardMetadata``, through ``inspect.signature``). Dynamo cannot trace that lookup on
-blocks diffusers marks ``allow_in_graph`` (Wan's): the graph breaks inside the block loop and
-Dynamo runs the whole forward eagerly, for good, and hands over the pieces it calls (the blocks,
-the rotary table), in which no block chain is found. ``has_context_parallel_hooks`` tells the
-fallback's message such a piece; one call of the model before compiling fills the hooks' cache
-(README, "Many GPUs").
+blocks diffusers marks ``allow_in_graph`` (Wan's, called with positional arguments): the graph
+breaks inside the block loop, Dynamo marks the model's forward (and the decorator wrapping it)
+to run eagerly for good, and hands over the pieces it calls (the rotary table, the blocks), in
+which no block chain is found. Running eagerly, that first call fills the hooks' cache.
+``eager_parallel_forward`` finds, from such a piece's compile, the model whose forward runs
+eagerly around it; the backend then has Dynamo translate that forward again at the next call
+(``capture.dynamo.retrace``), which now traces cleanly: only the first call runs uncached.
+``has_context_parallel_hooks`` tells the fallback's message a piece where that did not work.
 """
 
 from __future__ import annotations
@@ -52,6 +55,42 @@ def context_parallel(module) -> ContextParallel | None:
     except (AttributeError, RuntimeError, TypeError, ValueError):
         return None
     return ContextParallel(group, degree) if degree > 1 else None
+
+
+def forward_functions(module) -> list:
+    """The functions a call of ``module.forward`` runs through: the class's ``forward`` and
+    what its decorators wrap (``__wrapped__``; diffusers' ``apply_lora_scale`` is one)."""
+    functions, function = [], getattr(type(module), "forward", None)
+    while callable(function) and function not in functions:
+        functions.append(function)
+        function = getattr(function, "__wrapped__", None)
+    return functions
+
+
+def eager_parallel_forward():
+    """``(model, forward_functions(model))`` for the innermost model under context parallelism
+    whose forward is running as a plain Python frame below the caller on this thread while the
+    model itself is compiled (``torch.compile(model)`` or ``model.compile()``): the forward
+    Dynamo skipped, while it compiles a piece called from it. None if there is none."""
+    if "diffusers" not in sys.modules:
+        return None
+    import torch
+
+    frame, model = sys._getframe(1), None
+    while frame is not None:
+        code = frame.f_code
+        owner = frame.f_locals.get("self") if code.co_argcount else None
+        if model is None and isinstance(owner, torch.nn.Module) \
+                and context_parallel(owner) is not None:
+            functions = forward_functions(owner)
+            if any(getattr(f, "__code__", None) is code for f in functions):
+                model = owner
+                if getattr(model, "_compiled_call_impl", None) is not None:
+                    return model, functions  # compiled in place
+        elif model is not None and getattr(owner, "_orig_mod", None) is model:
+            return model, functions  # called through the module torch.compile returned
+        frame = frame.f_back
+    return None
 
 
 def has_context_parallel_hooks(module) -> bool:

@@ -11,10 +11,12 @@ from pc_compile.passes.partition_blocks import UnsupportedGraph, partition_block
 from pc_compile.passes.partition_spec import PartitionSpec, describe_partition
 
 
-def run_passes(gm: torch.fx.GraphModule, config) -> tuple[torch.fx.GraphModule, PartitionSpec]:
-    """Partition ``gm`` (a copy of it) and describe the result for the runtime."""
+def run_passes(gm: torch.fx.GraphModule, config,
+               split_degree: int = 1) -> tuple[torch.fx.GraphModule, PartitionSpec]:
+    """Partition ``gm`` (a copy of it) and describe the result for the runtime;
+    ``split_degree``: the model's context-parallel degree (``partition_blocks``)."""
     done: list[str] = []
-    steps = [("partition_blocks", partition_blocks)]
+    steps = [("partition_blocks", lambda g: partition_blocks(g, split_degree))]
     for name, fn in steps:
         try:
             gm = fn(gm)

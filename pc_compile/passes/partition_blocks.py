@@ -28,6 +28,14 @@ becomes an explicit output of one piece and argument of the next (``split_module
 node is changed, so the rewritten module computes exactly what the original did. The pass
 copies the graph first and never edits the module it is handed (Dynamo still holds it).
 
+Under context parallelism of degree ``n`` (``split_degree``), a plan may split the sequence in
+the first block's hook (Wan's and QwenImage's at ``blocks.0``): the block's first nodes are then
+the split, ``x.chunk(n, dim)[rank]`` (``tensor_split`` for uneven shards), on values from
+before the block. They go to the prologue, so that the first block takes the shard and returns
+a shard like the others, and its state pairs with its output (a block rule can bypass it). Only
+chunks into exactly ``n`` parts that open the first block move; nothing moves without the
+degree.
+
 A graph that has no repeated blocks, or whose blocks interleave, raises ``UnsupportedGraph``
 with the reason; the backend turns that into its fallback.
 """
@@ -35,6 +43,7 @@ with the reason; the backend turns that into its fallback.
 from __future__ import annotations
 
 import copy
+import operator
 from collections import defaultdict
 
 import torch
@@ -74,8 +83,40 @@ def _block_lists(refs: list[BlockRef | None]) -> set[str]:
     return lists
 
 
-def segment_names(graph: torch.fx.Graph) -> dict[torch.fx.Node, str]:
-    """The piece each compute node belongs to (analysis only; the graph is not changed)."""
+_SPLITS = ("chunk", "tensor_split")
+
+
+def _is_split(node: torch.fx.Node, degree: int) -> bool:
+    """``x.chunk(degree, ...)`` or ``x.tensor_split(degree, ...)`` (method or function)."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", None)
+    if node.op not in ("call_method", "call_function") or name not in _SPLITS:
+        return False
+    parts = node.args[1] if len(node.args) > 1 else node.kwargs.get(
+        "chunks", node.kwargs.get("indices_or_sections"))
+    return parts == degree
+
+
+def _leading_splits(nodes: list, labels: list, first: int, degree: int) -> int:
+    """How many nodes, from ``first`` (the first block's first node), are the context-parallel
+    split of its inputs: splits into ``degree`` parts and the ``getitem`` of their parts."""
+    split: set[torch.fx.Node] = set()
+    count = 0
+    for node, label in zip(nodes[first:], labels[first:]):
+        if label != labels[first]:
+            break
+        if _is_split(node, degree):
+            split.add(node)
+        elif not (node.op == "call_function" and node.target is operator.getitem
+                  and node.args[0] in split):
+            break
+        count += 1
+    return count
+
+
+def segment_names(graph: torch.fx.Graph, split_degree: int = 1) -> dict[torch.fx.Node, str]:
+    """The piece each compute node belongs to (analysis only; the graph is not changed);
+    ``split_degree``: the context-parallel degree, whose split opening the first block goes to
+    the prologue (see the module's docstring)."""
     nodes = [n for n in graph.nodes if _is_compute(n)]
     refs = [outermost_indexed_module(n) for n in nodes]
     lists = _block_lists(refs)
@@ -90,6 +131,11 @@ def segment_names(graph: torch.fx.Graph) -> dict[torch.fx.Node, str]:
     ]
     block_positions = [i for i, label in enumerate(labels) if label is not None]
     first, last = block_positions[0], block_positions[-1]
+    if split_degree > 1:
+        moved = _leading_splits(nodes, labels, first, split_degree)
+        if moved and moved < sum(label == labels[first] for label in labels):
+            labels[first:first + moved] = [None] * moved
+            first += moved
 
     # Unlabelled nodes: before the first block -> prologue, after the last -> epilogue,
     # between blocks of one list -> the next block, between two lists -> a glue piece.
@@ -142,11 +188,11 @@ def piece_attribute_name(segment: str) -> str:
     return segment.replace(".", "_")
 
 
-def partition_blocks(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+def partition_blocks(gm: torch.fx.GraphModule, split_degree: int = 1) -> torch.fx.GraphModule:
     """Cut ``gm`` into pieces; see the module docstring. ``gm`` itself is left untouched."""
     graph = copy.deepcopy(gm.graph)
     work = torch.fx.GraphModule(gm, graph)
-    labels = segment_names(work.graph)
+    labels = segment_names(work.graph, split_degree)
     order: dict[str, int] = {}
     for name in labels.values():
         order.setdefault(name, len(order))

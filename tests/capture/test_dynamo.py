@@ -141,3 +141,49 @@ def test_a_module_behind_an_accelerate_hook_is_captured_with_its_call():
     assert any(s.startswith("L['self']") and s.endswith("['weight']") for s in got.sources if s)
     names = pc_compile.capture.input_names(None, got.owner, got.sources)
     assert {"hidden_states", "timestep", "encoder_hidden_states"} <= set(names)
+
+
+_BREAK = {"now": True}
+
+
+def _loop_that_breaks(x):
+    for _ in range(2):
+        if _BREAK["now"]:
+            torch._dynamo.graph_break()
+        x = x + 1
+    return x
+
+
+def test_retrace_has_dynamo_translate_a_frame_it_skipped_again():
+    # A graph break in a loop: Dynamo runs the function eagerly for good (context
+    # parallelism's first call does this to a model's forward, integrations.context_parallel).
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(_loop_that_breaks, backend=backend)
+    _BREAK["now"] = True
+    try:
+        assert compiled(torch.zeros(2)).tolist() == [2.0, 2.0] and graphs == []
+        _BREAK["now"] = False
+        compiled(torch.zeros(2))
+        assert graphs == []  # still skipped: the break is gone, Dynamo's mark is not
+        assert dynamo.retrace([_loop_that_breaks])
+        assert compiled(torch.zeros(2)).tolist() == [2.0, 2.0] and len(graphs) == 1
+        # A code with compiled entries is left alone (its graphs, of other callers too).
+        assert not dynamo.retrace([_loop_that_breaks])
+        compiled(torch.zeros(2))
+        assert len(graphs) == 1
+    finally:
+        _BREAK["now"] = True
+
+
+def test_retrace_without_dynamo_s_per_code_state_is_said_at_debug(monkeypatch, caplog):
+    monkeypatch.setattr(dynamo, "CODE_STATE", ("torch._C._dynamo.eval_frame", "moved",
+                                               "reset_code"))
+    caplog.set_level(logging.DEBUG, logger="pc_compile")
+    assert not dynamo.retrace([_loop_that_breaks])
+    assert "per-code state" in caplog.text

@@ -6,7 +6,8 @@ a free local port (``init_process_group(timeout=...)``, so a collective that one
 joins raises instead of waiting for ever) and calls ``target(rank, world, **kwargs)``, whose
 return value (anything ``torch.save`` takes) comes back per rank. The whole run is one
 ``subprocess.run(timeout=...)``: a deadlock kills the process tree and FAILS the test rather
-than hanging CI.
+than hanging CI. The interpreter in between only starts the ranks and waits: it never imports
+torch (a second or two of a loaded CPU before the ranks can start).
 
 diffusers 0.42.1's ``enable_parallelism`` places each rank on
 ``rank % torch.accelerator.device_count()``, which is a division by zero on a machine without an
@@ -26,8 +27,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -66,18 +65,23 @@ def run_ranks(target, world: int = 2, timeout: float = 120.0, **kwargs) -> list:
         if process.returncode != 0:
             raise AssertionError(f"{target.__name__} failed on {world} processes:\n"
                                  f"{stderr[-6000:]}")
+        import torch
+
         return [torch.load(os.path.join(folder, f"rank{r}.pt"), weights_only=False)
                 for r in range(world)]
 
 
 def patch_device_count() -> None:
     """diffusers 0.42.1 divides by ``torch.accelerator.device_count()`` (0 on a CPU)."""
+    import torch
+
     if torch.accelerator.device_count() == 0:
         torch.accelerator.device_count = lambda: 1
 
 
 def _rank_main(rank: int, module: str, name: str, world: int, kwargs: dict, folder: str,
                port: int) -> None:
+    import torch
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -104,11 +108,28 @@ def _load(module: str):
 
 
 def _main(job: str) -> None:
-    import torch.multiprocessing as mp
+    """Start the ranks, wait for them; the first that fails ends the others and the run."""
+    import multiprocessing
+    import time
 
     with open(job, "rb") as f:
         module, name, world, kwargs, folder = pickle.load(f)
-    mp.spawn(_rank_main, args=(module, name, world, kwargs, folder, free_port()), nprocs=world)
+    spawn = multiprocessing.get_context("spawn")
+    port = free_port()
+    ranks = [spawn.Process(target=_rank_main, args=(r, module, name, world, kwargs, folder, port))
+             for r in range(world)]
+    for process in ranks:
+        process.start()
+    while any(p.exitcode is None for p in ranks):
+        failed = [r for r, p in enumerate(ranks) if p.exitcode not in (None, 0)]
+        if failed:
+            for process in ranks:
+                process.kill()
+            sys.exit(f"rank {failed[0]} exited with code {ranks[failed[0]].exitcode}")
+        time.sleep(0.05)
+    failed = [r for r, p in enumerate(ranks) if p.exitcode != 0]
+    if failed:
+        sys.exit(f"rank {failed[0]} exited with code {ranks[failed[0]].exitcode}")
 
 
 if __name__ == "__main__":

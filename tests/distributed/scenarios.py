@@ -2,13 +2,14 @@
 
 A scenario builds a tiny denoiser, enables diffusers' context parallelism on it (Ulysses over
 the gloo group), compiles it and samples a few Euler steps; it returns plain data and tensors.
-The same weights run single-process on rank 0 afterwards (after the last collective, so rank 1
-never waits on it) as the reference.
+The same weights run single-process afterwards as the reference (after the last collective, so
+neither rank waits on the other; the reference runs are shared out over the ranks).
 
 diffusers' context-parallel split hooks learn a block's forward signature on their first call
-(``inspect.signature``), which Dynamo cannot trace on Wan's blocks; a graph break there, inside
-the block loop, makes Dynamo run the whole forward eagerly. One eager call before compiling
-fills that cache (README, "Many GPUs"): ``warm_up``.
+(``inspect.signature``), which Dynamo cannot trace on Wan's blocks: on a cold compile the first
+call runs the forward eagerly and the backend has Dynamo translate it again at the second call.
+The runs in ``cold`` do that; the others call the model once eagerly first (``warm_up``), so
+that every step is compiled and the decisions compare with the single-process run's.
 """
 
 from __future__ import annotations
@@ -110,8 +111,11 @@ class CountCollectives:
 
 def run(name: str, options: dict | None, steps: int, parallel: bool, warm: bool = True):
     """Sample ``steps`` steps of ``name`` compiled with ``options`` (None: eagerly); with its
-    stats when the backend registered a graph (a cold compile may not)."""
+    stats when the backend registered a graph, and the messages of the backend's warnings."""
     import time
+    import warnings
+
+    from pc_compile.errors import UnsupportedGraphWarning
 
     start = time.perf_counter()
     torch._dynamo.reset()
@@ -121,45 +125,58 @@ def run(name: str, options: dict | None, steps: int, parallel: bool, warm: bool 
     compiled = tiny.model
     if options is not None:
         compiled = torch.compile(tiny.model, backend="precisecache", options=options)
-    with CountCollectives() as counted:
+    with CountCollectives() as counted, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         out = sample(counted.wrap(compiled), tiny, steps)
-    result = {"out": out, "collectives": counted.per_call}
-    if options is not None and warm:
-        stats = pc_compile.stats(compiled, detail=True)
-        (stream,) = stats["per_stream"].values()
-        result.update(stats={k: v for k, v in stats.items() if k != "per_stream"},
-                      decisions=decisions(stream))
+    result = {"out": out, "collectives": counted.per_call,
+              "warnings": [str(w.message) for w in caught
+                           if issubclass(w.category, UnsupportedGraphWarning)]}
+    if options is not None:
+        try:
+            stats = pc_compile.stats(compiled, detail=True)
+        except ValueError:  # no graph of the model itself: its blocks were never found
+            stats = None
+        if stats is not None:
+            (stream,) = stats["per_stream"].values()
+            result.update(stats={k: v for k, v in stats.items() if k != "per_stream"},
+                          decisions=decisions(stream))
     result["seconds"] = time.perf_counter() - start
     return result
 
 
-def configs(rank: int, world: int, name: str, parallel: dict, single: tuple, steps: int,
-            cold: bool = False) -> dict:
-    """Each of ``parallel`` (key -> options; None: eager) under context parallelism; then, on
-    rank 0 only, the keys in ``single`` single-process. ``cold``: one more run of preset off
-    compiled without the eager call first, its warnings."""
-    import warnings
+def without_retrace(name: str, options: dict) -> str:
+    """A cold compile where Dynamo's per-code state cannot be cleared (a torch that moved it),
+    under ``on_unsupported="error"``: the blocks stay lost, and the reason says how to get
+    them. The message of what the first call raised (no Inductor compile on the way)."""
+    from pc_compile.capture import dynamo
 
+    saved = dynamo.CODE_STATE
+    dynamo.CODE_STATE = (saved[0], "no_such_function", saved[2])
+    try:
+        run(name, {**options, "on_unsupported": "error"}, 1, parallel=True, warm=False)
+    except Exception as error:  # noqa: BLE001 - Dynamo wraps the backend's error
+        return str(error)
+    finally:
+        dynamo.CODE_STATE = saved
+    return ""
+
+
+def configs(rank: int, world: int, name: str, parallel: dict, single: tuple, steps: int,
+            cold: tuple = (), hint: str | None = None) -> dict:
+    """Each of ``parallel`` (key -> options; None: eager) under context parallelism, the keys
+    in ``cold`` compiled without the eager call first; ``hint``: the error of one more cold
+    run of that key where the retrace is unavailable. Then ``single`` single-process, shared out
+    over the ranks (rank r runs every world-th key from the r-th): merge the ranks' "single"."""
     import tests.distributed.skewed_rule  # noqa: F401 - registers the step rule "skewed"
-    from pc_compile.errors import UnsupportedGraphWarning
 
     result = {"parallel": {}, "single": {}}
     for key, options in parallel.items():
-        result["parallel"][key] = run(name, options, steps, parallel=True)
-    if cold:
-        import time
-
-        start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            run(name, {"preset": "off", **EAGER}, 1, parallel=True, warm=False)
-        result["cold_warnings"] = [str(w.message) for w in caught
-                                   if issubclass(w.category, UnsupportedGraphWarning)]
-        result["cold_seconds"] = time.perf_counter() - start
+        result["parallel"][key] = run(name, options, steps, parallel=True, warm=key not in cold)
+    if hint is not None:
+        result["hint"] = without_retrace(name, parallel[hint])
     dist.barrier()
-    if rank == 0:
-        for key in single:
-            result["single"][key] = run(name, parallel[key], steps, parallel=False)
+    for key in single[rank::world]:
+        result["single"][key] = run(name, parallel[key], steps, parallel=False)
     return result
 
 

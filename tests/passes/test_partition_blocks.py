@@ -130,3 +130,43 @@ def test_interleaved_blocks_are_refused():
     gm, _ = capture_graph_fn(Interleaved(), torch.randn(2, 4))
     with pytest.raises(UnsupportedGraph, match="not contiguous"):
         partition_blocks(gm)
+
+
+class SplitInBlockZero(torch.nn.Module):
+    """Three blocks; a pre-hook on block 0 keeps one of ``parts`` chunks of its input along the
+    sequence, as context parallelism's split hook does at Wan's ``blocks.0``."""
+
+    def __init__(self, parts: int):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([Block(), Block(), Block()])
+        self.blocks[0].register_forward_pre_hook(lambda _, args: (args[0].chunk(parts, 1)[1],))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x * 2
+
+
+@pytest.mark.parametrize("parts, degree, moved", [(2, 2, True), (2, 1, False), (3, 2, False)])
+def test_the_context_parallel_split_opening_block_0_goes_to_the_prologue(parts, degree, moved):
+    inputs = []
+
+    def record(gm, example_inputs):
+        inputs.append((gm, list(example_inputs)))
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(SplitInBlockZero(parts), backend=record)(torch.randn(1, 6, 4))
+    ((gm, example_inputs),) = inputs
+    split, spec = run_passes(gm, None, split_degree=degree)
+    def chunks(piece: str) -> bool:
+        module = getattr(split, piece, None)  # no prologue: block 0 opens the graph
+        return module is not None and any(n.target == "chunk" for n in module.graph.nodes)
+
+    assert chunks("prologue") is moved
+    assert chunks("blocks_0") is not moved
+    # Block 0 takes the shard and returns one: its state pairs with its output, so a block
+    # rule can bypass it like the others; with the split inside it, it never can.
+    (first, *_) = spec.blocks
+    assert bool(spec.pieces[first].state_slots) is moved
+    torch.testing.assert_close(split(*example_inputs), gm(*example_inputs), rtol=0, atol=0)
