@@ -319,9 +319,16 @@ class Engine:
         memory.context = ctx
         probes = self.step_rule is not None and getattr(self.step_rule, "needs_probe", False)
         probe_cost = self.probe_cost if probes else 0.0
-        call = controller.begin(bs, ctx.step, ctx.timestep, ctx.may_reuse,
-                                memory.history.has(self.step_reuse), probe_cost,
-                                state.following)
+        has_cache = memory.history.has(self.step_reuse)
+        # Forced by the warm-up or the end of the schedule alone: the controller may shorten
+        # those where the budget cannot afford them (``BudgetController.trimmed``).
+        by_schedule = ((ctx.warmup or ctx.near_end) and has_cache
+                       and not (self.guards.max_reuse and memory.run >= self.guards.max_reuse))
+        call = controller.begin(bs, ctx.step, ctx.timestep, ctx.may_reuse, has_cache,
+                                probe_cost, state.following, by_schedule=by_schedule)
+        if bs.freed:  # the rule sees the step as free, as the controller does
+            ctx = replace(ctx, warmup=False, near_end=False, may_reuse=True)
+            memory.context = ctx
         verdict = None
         measured = False
         if call.measure and call.kind in (FREE, COMPUTE) and self.step_rule is not None:
@@ -499,6 +506,7 @@ def build_engine(config, spec, chain_pairs, roles=None) -> Engine:
     budget = None
     if config.compute_budget is not None:
         budget = BudgetController(config.compute_budget, len(spec.blocks), config.end_span,
+                                  warmup_steps=config.warmup_steps,
                                   partial=chain_pairs is not None,
                                   keeps_probe=getattr(step_rule, "needs_probe", False),
                                   placement=config.budget_placement)

@@ -102,6 +102,36 @@ def test_a_known_schedule_is_planned_from_its_first_step(tiny):
                 assert all("no schedule estimate" not in e["budget_call"] for e in trace)
                 pc_compile.reset(compiled)
 
+
+def _longest_reuse_run(trace) -> int:
+    longest = run = 0
+    for entry in trace:
+        run = 0 if entry["computed"] else run + 1
+        longest = max(longest, run)
+    return longest
+
+
+@pytest.mark.parametrize("kind", ["euler", "unipc"])
+def test_guards_the_budget_cannot_afford_are_shortened(tiny, kind):
+    """Five warm-up steps and the end steps of ``end_span=4.5`` take more than half of the
+    3.8 steps a budget of 0.38 computes of 10: both are shortened in proportion, so the
+    middle of the schedule keeps computed steps (before, the guards took the whole budget and
+    left six reuses in a row between them). At 50 steps and 0.63 they fit and are kept
+    whole."""
+    compiled = compile_with(tiny, compute_budget=0.38, warmup_steps=5, end_span=4.5)
+    ts = timesteps(kind, 10)
+    generate(compiled, tiny, ts)
+    trace = next(iter(pc_compile.stats(compiled, detail=True)["per_stream"].values()))["trace"]
+    assert _longest_reuse_run(trace) <= 3, [e["computed"] for e in trace]
+    assert trace[0]["computed"] and trace[-1]["computed"]
+    assert not all(e["computed"] for e in trace[:5])  # the warm-up was shortened
+    assert abs(pc_compile.stats(compiled)["compute_fraction"] - 0.38) <= 0.02 + 1e-9
+    compiled = compile_with(tiny, compute_budget=0.63, warmup_steps=5, end_span=4.5)
+    generate(compiled, tiny, timesteps(kind, 50))
+    trace = next(iter(pc_compile.stats(compiled, detail=True)["per_stream"].values()))["trace"]
+    assert all(e["computed"] for e in trace[:5]) and all(e["computed"] for e in trace[-3:])
+    assert abs(pc_compile.stats(compiled)["compute_fraction"] - 0.63) <= 0.02 + 1e-9
+
 def test_the_probe_runs_on_free_steps_and_the_computed_steps_before_them(tiny):
     compiled = compile_with(tiny, step_rule="lfcache", compute_budget=0.465)
     generate(compiled, tiny, timesteps("euler", 30))
