@@ -7,7 +7,8 @@ calls per step, 20 steps), counted with ``tests/host_reads.py``:
   in the first branch's read);
 * none on the warm-up steps after the first: their decision is fixed. The first step of a
   generation reads the schedule once (preset off too, and nothing else) (a new generation is told by its timesteps, and this
-  copy gives every later step's timestep without a read). BlockCache is the exception: its
+  copy gives every later step's timestep without a read); under a compute budget, the warm-up
+  the budget affords (``BudgetController.trimmed``). BlockCache is the exception: its
   plan bypasses blocks in the warm-up too, so its ranking is read where it is refreshed.
 """
 
@@ -19,6 +20,8 @@ import torch
 import pc_compile
 from benchmarks.host_reads import configurations
 from benchmarks.loop import Loop, compiled_wan
+from pc_compile.runtime.budget import BudgetController
+from pc_compile.runtime.schedule import KnownSchedule
 from tests.host_reads import HostReads
 
 STEPS = 20
@@ -47,9 +50,16 @@ def test_one_read_per_step_none_on_uncond_none_in_warm_up(label, options):
         **{k: v for k, v in options.items() if k != "preset"})
     if config.caches:
         assert per_step[0] == 1  # the schedule, once per generation
+        warmup = config.warmup_steps
+        budget = options.get("compute_budget")
+        if budget is not None:  # the warm-up the budget affords
+            trace = next(iter(stats["per_stream"].values()))["trace"]
+            schedule = KnownSchedule(tuple(e["timestep"] for e in trace))
+            controller = BudgetController(budget, 1, config.end_span, False,
+                                          warmup_steps=config.warmup_steps)
+            warmup = controller.trimmed(schedule, STEPS)[0]
         if config.block_rule != "blockcache":
-            assert [per_step[i] for i in range(1, config.warmup_steps)] == \
-                [0] * (config.warmup_steps - 1)
+            assert [per_step[i] for i in range(1, warmup)] == [0] * (warmup - 1)
     else:
         # Preset off decides nothing; it reads the schedule once per generation, to tell
         # generations apart for ``stats`` (``generations``, per-generation fractions).

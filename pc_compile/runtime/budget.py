@@ -21,12 +21,12 @@ How it lands on the budget
     longer covers one whole step.
 
 Guards the budget cannot afford
-    The warm-up and the end steps are honoured while together they take at most half of the
-    steps the budget computes; beyond that both are shortened in proportion (``trimmed``; the
-    first and the last step always compute), and the steps they no longer force are free.
-    Otherwise a short schedule or a small budget spends everything on the guards and reuses
-    the whole middle: at 10 steps and 0.38, five warm-up steps and ``end_span=4.5`` left one
-    partial step and six reuses in a row (design measurement 23).
+    The warm-up and the end steps are honoured as far as they lengthen no run of reuses
+    against the evenly spaced schedule of the budget; beyond that both are shortened in
+    proportion (``trimmed``; the first and the last step always compute), and the steps they
+    no longer force are free. Otherwise a short schedule or a small budget spends everything
+    on the guards and reuses the whole middle: at 10 steps and 0.38, five warm-up steps and
+    ``end_span=4.5`` left one partial step and six reuses in a row (design measurement 23).
 
 Where the computed steps go
     On a free step the step rule measures its *score*, the predicted error of this step's
@@ -46,9 +46,11 @@ Granularity
     output of its last block minus the input of block ``k``, recorded on every computed step
     for the ``k`` the budget's remainder asks for). Where the blocks form no chain (glue
     between them, several block lists) the remainder is not spent. Where a whole step or none
-    misses the budget by under ``TOLERANCE`` of the work (half a step is under 0.02 from 25
-    steps on), the remainder is rounded instead: a partial step bypasses blocks with an older
-    residual, and near the end of the schedule one cost 8 dB (design measurement 22).
+    misses the budget by under ``TOLERANCE`` of the work (half a step is under 0.02 from 26
+    steps on), the remainder is rounded instead: a partial step bypasses blocks with an
+    older residual, and costs more than an extrapolated reuse (8 dB near the end of the
+    schedule, design measurement 22; at 10 steps a partial step in place of an extrapolated
+    one lost 1.6 dB while spending more, design measurement 23).
 
 The probe
     A free step is measured. A forced step (warm-up, the run cap, nothing cached yet) is
@@ -161,19 +163,24 @@ class BudgetController:
         return count
 
     def trimmed(self, fit, total: int) -> tuple[int, int]:
-        """The warm-up steps and end steps the budget affords: as configured where together
-        they take at most half of the steps the budget computes, else both shortened in
-        proportion (the first and the last step always compute). Guards that take more
-        starve the middle of the schedule: its reuses then run more than twice as long as
-        evenly spaced ones would (design measurement 23: at 10 steps and 0.38 the default
-        guards left one partial step and six reuses in a row between them)."""
+        """The warm-up steps and end steps the budget affords: those that lengthen no run of
+        reuses. The budget's ``n`` computed steps, evenly spaced with the first and the last
+        among them, leave ``n - 1`` gaps for ``total - n`` reuses; where ``n - 1 > total - n``
+        some gaps are empty, computed steps side by side, and up to ``2 n - total - 1`` of
+        them can stand at the start and the end as the guards without any run growing. The
+        guards get that room (at least the first and the last step); where they ask more,
+        both are shortened in proportion and the steps they no longer force are free. Each
+        guard step beyond the room turns a run of reuses one step longer, and a longer run
+        costs more than a guard step gains wherever the budget is tight (design measurement
+        23: at 10 steps and 0.38 the configured guards took the whole budget and left six
+        reuses in a row; at 30 steps and 0.465 they cost 8-13 dB on wan-tiny)."""
         end = self._end_steps(fit, -1, total)
         warm = min(self.warmup_steps, total)
-        room = self.budget * total / 2
-        if warm + end <= room:
+        room = max(2.0, 2 * self.budget * total - total + 1)
+        if warm + end <= room + 0.5:
             return warm, end
         share = room / (warm + end)
-        return max(1, math.floor(warm * share)), max(1, math.floor(end * share))
+        return max(1, round(warm * share)), max(1, round(end * share))
 
     # -- per step ----------------------------------------------------------------------------
 
@@ -259,7 +266,7 @@ class BudgetController:
 
     def _blocks(self, bs: BudgetState, left: float, total: int) -> int:
         """The blocks a step with ``left`` block-equivalents left to spend computes: all of
-        them, or none, where that misses the budget by at most ``TOLERANCE`` of the
+        them, or none, where that misses the budget by under ``TOLERANCE`` of the
         generation's work (a partial step bypasses blocks with an older residual, which
         costs far more than it saves: design measurement 22); else the blocks of a partial
         step (0 where none is possible)."""
@@ -284,8 +291,11 @@ class BudgetController:
         included), so the reuses between them form ``C + 1`` runs (the end of the schedule
         computes after the last) of ``(F - C) / (C + 1)`` steps on average. The step computes
         when reusing it would take the current run's damage more than half a step's past that
-        of an average run. A constant score gives the evenly spaced schedule; the rate is
-        re-derived at every step, so the rounding of one run is paid back by the next."""
+        of an average run, or the run past the average rounded up, whatever the score: the
+        score moves the computed steps only as far as no run grows longer than even spacing
+        makes it (where it did, the runs it lengthened lost more than its placement gained:
+        design measurement 23). A constant score gives the evenly spaced schedule; the rate
+        is re-derived at every step, so the rounding of one run is paid back by the next."""
         has = (self.placement == "score" and score is not None and math.isfinite(score)
                and score >= 0)
         if has:
@@ -300,7 +310,11 @@ class BudgetController:
         run = (call.free_steps - computes + bs.run) / (computes + 1)
         # The last free step spends what is left (a partial step's blocks at most): no
         # later step can.
-        compute = call.free_steps <= 1 or bs.damage + damage / 2 > run * mean
+        # Evenness first: no run grows past the average run left, rounded up (the shortest
+        # longest run the steps left allow); the score chooses which runs are the shorter.
+        longest = math.ceil(run - 1e-9)
+        compute = (call.free_steps <= 1 or bs.damage + damage / 2 > run * mean
+                   or bs.run + 1 > longest)
         bs.last.update(score=round(damage / mean, 4), run_damage=round(bs.damage / mean, 4),
                        target_run=round(run, 4))
         bs.damage = 0.0 if compute else bs.damage + damage
