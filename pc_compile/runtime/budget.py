@@ -291,11 +291,13 @@ class BudgetController:
         included), so the reuses between them form ``C + 1`` runs (the end of the schedule
         computes after the last) of ``(F - C) / (C + 1)`` steps on average. The step computes
         when reusing it would take the current run's damage more than half a step's past that
-        of an average run, or the run past the average rounded up, whatever the score: the
-        score moves the computed steps only as far as no run grows longer than even spacing
-        makes it (where it did, the runs it lengthened lost more than its placement gained:
-        design measurement 23). A constant score gives the evenly spaced schedule; the rate
-        is re-derived at every step, so the rounding of one run is paid back by the next."""
+        of an average run, but never before the run reaches the average rounded down, and
+        always once it would pass the average rounded up: the score moves the computed steps
+        only between the most even runs (design measurement 23: where it moved them further,
+        the runs it lengthened, or the end of the schedule that paid for the runs it
+        shortened, lost more than its placement gained). A constant score gives the evenly
+        spaced schedule; the rate is re-derived at every step, so the rounding of one run is
+        paid back by the next."""
         has = (self.placement == "score" and score is not None and math.isfinite(score)
                and score >= 0)
         if has:
@@ -310,11 +312,12 @@ class BudgetController:
         run = (call.free_steps - computes + bs.run) / (computes + 1)
         # The last free step spends what is left (a partial step's blocks at most): no
         # later step can.
-        # Evenness first: no run grows past the average run left, rounded up (the shortest
-        # longest run the steps left allow); the score chooses which runs are the shorter.
-        longest = math.ceil(run - 1e-9)
-        compute = (call.free_steps <= 1 or bs.damage + damage / 2 > run * mean
-                   or bs.run + 1 > longest)
+        # Evenness first: every run lies between the average run left rounded down and
+        # rounded up (the most even runs the steps left allow); the score chooses which runs
+        # are the longer. A run cut short early leaves its reuses to the runs at the end.
+        longest, shortest = math.ceil(run - 1e-9), math.floor(run + 1e-9)
+        compute = (call.free_steps <= 1 or bs.run + 1 > longest
+                   or (bs.damage + damage / 2 > run * mean and bs.run >= shortest))
         bs.last.update(score=round(damage / mean, 4), run_damage=round(bs.damage / mean, 4),
                        target_run=round(run, 4))
         bs.damage = 0.0 if compute else bs.damage + damage
