@@ -57,14 +57,14 @@ def strict():
         yield
 
 
-def assert_cached_in_both_generations(stats):
+def assert_cached_in_both_generations(stats, reused: int = 8):
     assert stats["fallbacks"] == []
     # Every call of both generations reached the cached graph, in the named streams (the
     # first call runs while compiling, before the names can be heard).
     assert stats["steps"] == 2 * 2 * STEPS
     assert {"cond", "uncond"} <= set(stats["per_stream"])
     assert stats["per_stream"]["uncond"]["generations"] == 2
-    assert stats["skipped_steps"] >= 8 and stats["compute_fraction"] < 1.0
+    assert stats["skipped_steps"] >= reused and stats["compute_fraction"] < 1.0
 
 
 @pytest.mark.parametrize("order", ["offload, compile in place", "compile, offload"])
@@ -75,7 +75,11 @@ def test_enable_model_cpu_offload_keeps_the_transformer_cached(order):
     with strict():
         tiny.run("A", 1, STEPS)
         second = tiny.run("A", 1, STEPS)
-    assert_cached_in_both_generations(pc_compile.stats(tiny.pipe.transformer))
+    # The branches' copies of the latent are told apart by address: whether uncond's copy
+    # lands where cond's freed copy was (the two then share one decision) is the allocator's
+    # choice, so the reused steps vary from run to run (7 and 8 seen). At least one a stream
+    # and a generation.
+    assert_cached_in_both_generations(pc_compile.stats(tiny.pipe.transformer), reused=4)
     assert relative_error(second, reference) <= CPU_OFFLOAD_TOLERANCE
 
 
