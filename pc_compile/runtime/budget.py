@@ -100,7 +100,6 @@ class BudgetState:
     tail: int | None = None  # the k asked to be recorded at the last computed step
     estimated_steps: int | None = None
     last: dict = field(default_factory=dict)  # the last call's numbers, for the trace
-    freed: bool = False  # the last call lifted a warm-up or end guard (``trimmed``)
 
 
 @dataclass(frozen=True)
@@ -220,9 +219,6 @@ class BudgetController:
         end = min(self._end_steps(fit, index, total), max(0, min(last, total - 1 - index)))
         if not may_reuse and by_schedule and warm <= index < total - last:
             may_reuse = True  # a guard the budget cannot afford: the step is free
-            bs.freed = True
-        else:
-            bs.freed = False
         left = self.budget * total * blocks - bs.spent - end * blocks  # for this step on
         free_steps = total - index - end  # this one included
         probe = probe_cost / max(1, bs.streams)
@@ -256,9 +252,10 @@ class BudgetController:
         b = self.num_blocks
         if not has_cache or left >= b - 1e-6:
             return Call(COMPUTE, reason, weight=weight)
-        if min(left, b - left) < TOLERANCE * total * b - 1e-6:
-            return Call(COMPUTE if left >= b / 2 else REUSE,
-                        reason if left >= b / 2 else "budget exhausted", weight=weight)
+        whole = self._rounded(left, total)
+        if whole is not None:
+            return Call(COMPUTE if whole else REUSE, reason if whole else "budget exhausted",
+                        weight=weight)
         k = self._partial(bs, left)
         if k:
             return Call(PARTIAL, f"{reason}, budget remainder", blocks=k, weight=weight)
@@ -270,10 +267,19 @@ class BudgetController:
         generation's work (a partial step bypasses blocks with an older residual, which
         costs far more than it saves: design measurement 22); else the blocks of a partial
         step (0 where none is possible)."""
+        whole = self._rounded(left, total)
+        if whole is not None:
+            return self.num_blocks if whole else 0
+        return self._partial(bs, left)
+
+    def _rounded(self, left: float, total: int) -> bool | None:
+        """Whether a step with ``left`` block-equivalents left computes whole (True) or not at
+        all (False) where either misses the budget by under ``TOLERANCE`` of the generation's
+        work; None where both miss it by more (the remainder is a partial step's)."""
         b = self.num_blocks
         if min(left, b - left) < TOLERANCE * total * b - 1e-6:
-            return b if left >= b / 2 else 0
-        return self._partial(bs, left)
+            return left >= b / 2
+        return None
 
     def _partial(self, bs: BudgetState, left: float) -> int:
         """The blocks of a partial step spending ``left`` block-equivalents: those recorded at

@@ -323,10 +323,12 @@ class Engine:
         # Forced by the warm-up or the end of the schedule alone: the controller may shorten
         # those where the budget cannot afford them (``BudgetController.trimmed``).
         by_schedule = ((ctx.warmup or ctx.near_end) and has_cache
-                       and not (self.guards.max_reuse and memory.run >= self.guards.max_reuse))
+                       and not self.guards.capped(memory.run))
         call = controller.begin(bs, ctx.step, ctx.timestep, ctx.may_reuse, has_cache,
                                 probe_cost, state.following, by_schedule=by_schedule)
-        if bs.freed:  # the rule sees the step as free, as the controller does
+        if call.kind == FREE and not ctx.may_reuse:
+            # A guard the controller lifted (only such a step is free against the guards):
+            # the rule sees the step as free, as the controller does.
             ctx = replace(ctx, warmup=False, near_end=False, may_reuse=True)
             memory.context = ctx
         verdict = None

@@ -31,8 +31,12 @@ class Guards:
             state.step_in_generation >= self.warmup_steps
             and not state.near_end(self.end_span)
             and has_cache
-            and not (self.max_reuse and run >= self.max_reuse)
+            and not self.capped(run)
         )
+
+    def capped(self, run: int) -> bool:
+        """Whether ``run`` reuses in a row reach the cap (``max_reuse``; 0: none)."""
+        return bool(self.max_reuse and run >= self.max_reuse)
 
     def context(self, state: StreamState, *, run: int = 0, has_cache: bool = True,
                 follows: bool = False, latent: torch.Tensor | None = None,

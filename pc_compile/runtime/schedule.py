@@ -66,8 +66,8 @@ class ScheduleFit:
 @dataclass(frozen=True)
 class KnownSchedule:
     """The generation's schedule read from the pipeline's own timesteps tensor
-    (``TimestepReader.following``): exact where ``ScheduleFit`` estimates. The same
-    interface; a step past the end is at timestep 0."""
+    (``TimestepReader.following``): exact where ``ScheduleFit`` estimates. The interface the
+    budget controller uses; a step past the end is at timestep 0."""
 
     timesteps: tuple  # every distinct timestep of the generation, in order
 
@@ -77,9 +77,6 @@ class KnownSchedule:
 
     def total_steps(self) -> int:
         return max(1, len(self.timesteps))
-
-    def steps_left(self, index: int) -> int:
-        return max(0, self.total_steps() - 1 - index)
 
     def timestep(self, index: float) -> float:
         i = int(index)
