@@ -118,8 +118,13 @@ def sample(
     latents = models.to_layout(initial_noise(info, seed), layout).to(dtype)
     cond = models.encoder_hidden_states(info, [label]).to(dtype)
     uncond = models.encoder_hidden_states(info, None).to(dtype)
+    # The model takes float timesteps. UniPC and DPM-Solver++ keep integer ones: the schedule is
+    # cast once, so that each step's timestep is a view of it, as WanPipeline's ``t.expand``
+    # passes (a per-step cast would hand the model a copy, and hide the schedule from rules
+    # that read it: design measurement 24).
+    timesteps = sched.timesteps.to(torch.float32)
     for i, t in enumerate(sched.timesteps):
-        timestep = t.expand(latents.shape[0]).to(torch.float32)
+        timestep = timesteps[i].expand(latents.shape[0])
         sigma = float(sched.sigmas[i])
         if batched_cfg:
             both = fn(

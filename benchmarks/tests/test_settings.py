@@ -21,6 +21,25 @@ def test_dpm_is_dpm_solver_pp_on_flow_sigmas():
         sampling.make_scheduler("ddim")
 
 
+@pytest.mark.parametrize("scheduler", sampling.SCHEDULERS)
+def test_each_step_passes_a_float_view_of_the_schedule(scheduler):
+    # As WanPipeline's ``t.expand``: a view, so that the backend can read the steps to come
+    # (UniPC's and DPM-Solver++'s integer timesteps are cast once, not per step).
+    model, info = models.load_reference("cogvideox-tiny")
+    seen = []
+
+    def fn(hidden_states, timestep, encoder_hidden_states, ctx):
+        seen.append(timestep)
+        return sampling.plain(model)(hidden_states, timestep, encoder_hidden_states, ctx)
+
+    sampling.sample(fn, info, 0, 100, scheduler, 4)
+    bases = {id(t._base) for t in seen}
+    assert len(seen) == 8 and len(bases) == 1 and None not in {t._base for t in seen}
+    base = seen[0]._base
+    assert base.dtype == torch.float32 and base.shape == (4,)
+    assert [float(t[0]) for t in seen[::2]] == base.tolist()
+
+
 @torch.no_grad()
 def test_dpm_solves_the_same_ode_as_unipc():
     # Two second-order solvers of one ODE agree far better with each other than with Euler.

@@ -11,7 +11,8 @@ How it lands on the budget
     compute (within ``end_span`` step sizes of zero), are read from the pipeline's schedule
     tensor when the timestep is a view of it (``TimestepReader.following``: exact from the
     first step; Wan, CogVideoX, LTX-Video); otherwise they are estimated from the timesteps
-    seen so far (``schedule.fit_schedule``, refitted at every step from the third), the end
+    seen so far (``schedule.fit_schedule``, refitted at every step from the third; on the
+    second, ``schedule.prior_fit``, the line through the first two under shift 3), the end
     steps with a margin: reserving one too many only turns the last free step into a computed
     one, reserving one too few would overspend. What is left after those, in
     block-equivalents, is the *free budget* of the *free steps* (those no guard forces).
@@ -68,7 +69,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from pc_compile.runtime.schedule import KnownSchedule, fit_schedule, timestep_scale, unshift
+from pc_compile.runtime.schedule import KnownSchedule, fit_schedule, prior_fit
 
 # Reserve an end step when its timestep lies within this many times ``end_span`` step sizes of
 # zero: the fitted timesteps are an estimate, and an end step missed would overspend.
@@ -114,22 +115,6 @@ class Call:
     weight: float = 1.0  # the step size the sampler takes with this step's output
     measure: bool = True  # FREE: ask the rule for its score (False: decide blindly)
     free_steps: int = 0  # FREE: the free steps left, this one included
-
-
-def first_estimate(timesteps: list) -> int | None:
-    """The steps of a generation from its first two timesteps, assuming the common
-    flow-matching shift of 3 (``schedule.fit_schedule`` needs three): only to choose which
-    residual the second computed step records, for a partial step the budget may need."""
-    if len(timesteps) != 2:
-        return None
-    scale = timestep_scale(timesteps[0])
-    # Pipelines that round the timesteps to integers start at 999 for sigma 1.
-    sigmas = [1.0 if t / scale >= 0.99 and i == 0 else min(max(t / scale, 1e-6), 1.0)
-              for i, t in enumerate(timesteps)]
-    s0, s1 = (unshift(sigma, 3.0) for sigma in sigmas)
-    if s0 <= s1:
-        return None
-    return max(2, math.floor(s0 / (s0 - s1) - 0.004) + 1)
 
 
 class BudgetController:
@@ -198,7 +183,11 @@ class BudgetController:
             # The schedule is known: the steps, the end and the step sizes are exact.
             fit = KnownSchedule((*bs.timesteps, *following))
         else:
-            fit = fit_schedule(bs.timesteps) if len(bs.timesteps) >= 3 else None
+            # From the third step the fit; on the second, the line through the first two
+            # under the common shift of 3 (an estimate: the second step is planned, not
+            # computed for want of one; a wrong guess is paid back from the third).
+            fit = (fit_schedule(bs.timesteps) if len(bs.timesteps) >= 3
+                   else prior_fit(bs.timesteps))
         if fit is None:
             bs.last = {}
             # Probed: the rule's first spectra (LFCache's form choice needs two computed ones).
@@ -339,7 +328,7 @@ class BudgetController:
         if computed:
             bs.damage = 0.0
             bs.run = 0
-        total = bs.estimated_steps or first_estimate(bs.timesteps)
+        total = bs.estimated_steps
         if not (computed and self.partial and total):
             return None
         # What the budget will leave that is not a whole step: a later partial step's blocks.

@@ -139,6 +139,23 @@ def fit_schedule(timesteps: Sequence[float], prior_shift: float = 3.0) -> Schedu
     return ScheduleFit(scale, shift, start, slope, rms)
 
 
+def prior_fit(timesteps: Sequence[float], shift: float = 3.0) -> ScheduleFit | None:
+    """The schedule through the first two timesteps under the common flow-matching ``shift``,
+    or None: two points fit a line under any shift, so ``fit_schedule`` waits for a third.
+    Only an estimate, to plan a generation's second step where the pipeline passes no
+    schedule; from the third step the fit takes over."""
+    if len(timesteps) != 2:
+        return None
+    scale = timestep_scale(timesteps[0])
+    # Pipelines that round the timesteps to integers start at 999 for sigma 1.
+    sigmas = [1.0 if i == 0 and t / scale >= 0.99 else min(max(t / scale, 1e-6), 1.0)
+              for i, t in enumerate(timesteps)]
+    s0, s1 = (unshift(sigma, shift) for sigma in sigmas)
+    if s0 <= s1:
+        return None
+    return ScheduleFit(scale, shift, s0, s0 - s1, 0.0)
+
+
 def _refine(sigmas: list[float], shift: float) -> float:
     """Golden-section search of the shift around a grid point (log scale)."""
     lo, hi = math.log(shift) - 1 / 16, math.log(shift) + 1 / 16

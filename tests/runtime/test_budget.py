@@ -8,7 +8,7 @@ import torch
 
 import pc_compile
 from pc_compile.config import PreciseCacheConfig
-from pc_compile.runtime.budget import BudgetController, BudgetState, first_estimate
+from pc_compile.runtime.budget import BudgetController, BudgetState
 from tests.tiny_models import build
 
 STEPS = (10, 20, 30, 50, 100)
@@ -142,12 +142,12 @@ def test_the_probe_runs_on_free_steps_and_the_computed_steps_before_them(tiny):
     free = [e["step"] for e in trace if e["budget_call"] == "free"]
     assert stats["probe_evals"] == len(probed)
     assert set(free) <= set(probed)
-    # The first steps are probed (the spectra LFCache chooses the reuse forms by), so a
-    # reuse right after them can take the last output; the last step is not. (The end guard
-    # is shortened to the last step: at 0.465 the budget has no room for more,
-    # ``BudgetController.trimmed``.)
-    assert 0 in probed and 1 in probed and 29 not in probed
-    assert all(e["computed"] for e in trace if e["step"] in (0, 1, 29))
+    # The first step is probed (the spectra LFCache chooses the reuse forms by), and the
+    # second is free (planned from the first two timesteps); the last step is not probed.
+    # (Warm-up and end guard are shortened to the first and the last step: at 0.465 the
+    # budget has no room for more, ``BudgetController.trimmed``.)
+    assert 0 in probed and 1 in free and 29 not in probed
+    assert all(e["computed"] for e in trace if e["step"] in (0, 29))
     # A forced step that is probed is a computed one (never an exhausted budget's reuse).
     assert all(e["computed"] for e in trace
                if e["probed"] and e["budget_call"] != "free")
@@ -209,12 +209,11 @@ def test_a_blind_budget_spaces_its_computed_steps_evenly(tiny):
     generate(compiled, tiny, timesteps("euler", 30), conditions=(1,))
     trace = pc_compile.stats(compiled, detail=True)["per_stream"]["stream0"]["trace"]
     pattern = "".join("#" if e["computed"] else "." for e in trace)
-    # 15 computed steps: the first two (computed before the step count can be estimated from
-    # the timesteps), the last one (the end guard, shortened to it: 15 evenly spaced steps
-    # leave no two side by side, ``BudgetController.trimmed``), 12 spread over the 27 between
-    # them in runs of one or two reuses.
-    assert pattern.startswith("##.") and pattern.endswith(".#") and pattern.count("#") == 15
-    assert "..." not in pattern and "##" not in pattern[1:]
+    # 15 computed steps: the first, the last (the warm-up and the end guard, shortened to
+    # them: 15 evenly spaced steps leave no two side by side, ``BudgetController.trimmed``),
+    # 13 spread over the 28 between them in runs of one or two reuses.
+    assert pattern.startswith("#.") and pattern.endswith(".#") and pattern.count("#") == 15
+    assert "..." not in pattern and "##" not in pattern
 
 
 def test_stats_report_the_budget_per_generation(tiny):
@@ -277,11 +276,18 @@ def test_the_controller_adds_no_host_read(tiny, monkeypatch):
     assert reads == []  # no step rule: nothing measured, nothing read
 
 
-def test_the_first_estimate_of_the_step_count():
-    for kind in SCHEDULERS:
-        for steps in (10, 20):
-            assert first_estimate(timesteps(kind, steps)[:2]) == steps
-    assert first_estimate([1000.0]) is None
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_a_copied_timestep_still_plans_the_second_step(tiny, kind):
+    # A fresh timestep tensor per step (HunyuanVideo's and Flux's pipelines cast it): no
+    # schedule to read. The second step is planned from the first two timesteps, so a budget
+    # under one half reuses it, as its evenly spaced schedule does at any step count.
+    for steps in (10, 30, 50):
+        compiled = compile_with(tiny, compute_budget=0.38)
+        generate(compiled, tiny, timesteps(kind, steps), conditions=(1,))
+        stats = pc_compile.stats(compiled, detail=True)
+        trace = next(iter(stats["per_stream"].values()))["trace"]
+        assert [e["computed"] for e in trace[:2]] == [True, False], (kind, steps)
+        assert abs(stats["compute_fraction"] - 0.38) <= 0.02 + 1e-9
 
 
 @pytest.mark.parametrize("keeps_probe", [False, True])

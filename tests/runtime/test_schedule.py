@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from pc_compile.runtime.schedule import fit_schedule, timestep_scale
+from pc_compile.runtime.schedule import fit_schedule, prior_fit, timestep_scale
 
 
 def _schedulers():
@@ -62,6 +62,19 @@ def test_unrounded_or_common_shift_schedules_are_known_early(name):
 def test_too_few_or_rising_timesteps_give_no_fit():
     assert fit_schedule([1000.0, 990.0]) is None
     assert fit_schedule([1000.0, 990.0, 995.0]) is None
+
+
+def test_the_prior_fit_of_two_timesteps():
+    # At the common shift, exact; where the timesteps are rounded to integers, as close as a
+    # unit of rounding allows (at 50 steps a step is 7 units: 43 for DPM-Solver++'s 50); a
+    # first guess for the others (shift 5 here); nothing from one timestep or a rising pair.
+    for name, error in (("euler-shift3", 0.0), ("unipc-flow3", 0.15), ("dpm-flow3", 0.15)):
+        for steps in (10, 20, 50):
+            total = prior_fit(_timesteps(name, steps)[:2]).total_steps()
+            assert abs(total - steps) <= error * steps, (name, steps, total)
+    guess = prior_fit(_timesteps("euler-shift5", 30)[:2]).total_steps()
+    assert 30 < guess < 60
+    assert prior_fit([1000.0]) is None and prior_fit([990.0, 1000.0]) is None
 
 
 def test_sigma_timesteps_use_scale_one():
