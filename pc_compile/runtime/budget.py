@@ -217,7 +217,10 @@ class BudgetController:
         if not may_reuse or free_steps <= 0:
             # The guards (or the end) compute this step, as far as the budget reaches; a step
             # before a free one is probed, for the spectra a later reuse's form is chosen by.
-            call = self._within(bs, left, has_cache, "guards", weight, total)
+            # The last step computes whole even where the budget cannot pay for it (a
+            # schedule of a few steps: the first and the last cost more than the budget).
+            call = (Call(COMPUTE, "the last step", weight=weight) if index >= total - 1
+                    else self._within(bs, left, has_cache, "guards", weight, total))
             later = free_steps - 1 if may_reuse is False and free_steps > 0 else 0
             return replace(call, measure=self.keeps_probe and call.kind == COMPUTE
                            and later > 0 and left < free_steps * blocks - 1e-6)

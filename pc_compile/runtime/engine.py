@@ -372,6 +372,8 @@ class Engine:
                                   computed=not reuse)
         if not reuse and plan.partial is None:
             plan.record_tail = tail
+        # A computed step keeps its chain residual for the residual reuse forms.
+        plan.record_chain = not reuse and self.step_reuse == "residual"
         memory.last_plan = plan
         info = dict(verdict.info) if verdict is not None else {}
         info.update({k: v for k, v in bs.last.items() if v is not None})
@@ -391,6 +393,7 @@ class Engine:
             plan = self.partial_plan(memory, leader.partial)
         else:
             plan = StepPlan(record_tail=leader.record_tail)
+        plan.record_chain = plan.reuse is None and self.step_reuse == "residual"
         memory.run = memory.run + 1 if plan.reuse is not None else 0
         self.trace(state, plan, {"followed": True})
         return plan

@@ -343,3 +343,28 @@ def test_the_trajectory_rule_under_a_budget_needs_no_probe(tiny):
     assert abs(stats["compute_fraction"] - 0.465) <= 0.02
     scored = [e for e in stats["per_stream"]["stream0"]["trace"] if "curvature" in e]
     assert scored
+
+
+def test_residual_reuse_under_a_budget(tiny):
+    # Every computed step keeps its chain residual, the following branch's too (before,
+    # the budget's plans kept none and the first residual reuse failed).
+    compiled = compile_with(tiny, step_rule="lfcache", compute_budget=0.465,
+                            step_reuse="residual")
+    generate(compiled, tiny, timesteps("euler", 20))
+    stats = pc_compile.stats(compiled, detail=True)
+    reused = [e["reuse"] for s in stats["per_stream"].values() for e in s["trace"]
+              if not e["computed"]]
+    assert len(reused) >= 2 * 8 and set(reused) <= {"residual", "residual_extrapolate"}
+    assert abs(stats["compute_fraction"] - 0.465) <= 0.02 + 1e-9
+
+
+def test_the_last_step_computes_where_the_budget_cannot_pay_for_it(tiny):
+    # Three Euler steps at 0.465: the first and the last cost more than the budget; the last
+    # step still computes (it once took "budget exhausted" and reused). (UniPC's three steps
+    # end at timestep 600, which a fitted schedule cannot tell from a middle step.)
+    compiled = compile_with(tiny, step_rule="lfcache", compute_budget=0.465)
+    for steps in (2, 3, 4):
+        generate(compiled, tiny, timesteps("euler", steps))
+        trace = pc_compile.stats(compiled, detail=True)["per_stream"]["stream0"]["trace"]
+        assert trace[-1]["computed"] and all(trace[-1]["blocks"]), steps
+        pc_compile.reset(compiled)
