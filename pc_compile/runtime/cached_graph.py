@@ -28,7 +28,7 @@ from pc_compile.runtime.executor import (
     pack_block_outputs,
 )
 from pc_compile.runtime.plan import BlockRecord, StepPlan
-from pc_compile.runtime.state import StreamState, StreamTable, tensor_identity
+from pc_compile.runtime.state import StreamState, StreamTable, named_scope, tensor_identity
 from pc_compile.runtime.timestep import TimestepReader
 from pc_compile.runtime.weights import weights_identity
 
@@ -84,8 +84,8 @@ class CachedGraph:
         weights = self._weights_key(inputs)
         table = self.table_for(weights)
         reader = self.stream_names.get(weights)
-        state = table.lookup(self._identity(inputs), self._signature(inputs),
-                             reader() if reader is not None else None)
+        name = reader() if reader is not None else None
+        state = table.lookup(self._identity(inputs), self._signature(inputs), name)
         timestep = self._timestep(inputs)
         table.enter_step(state, timestep)
         state.following = self.timesteps.following if timestep is not None else None
@@ -96,7 +96,14 @@ class CachedGraph:
         # first branch decides, the others follow. Reusing in one branch while computing in
         # the other would put the whole caching error into (cond - uncond), which guidance
         # then multiplies by its scale.
-        group = (self._identity_of(self.roles.hidden, inputs), timestep)
+        latent = self._identity_of(self.roles.hidden, inputs)
+        if latent is not None and (name is not None or named_scope()):
+            # Branches the pipeline names (diffusers' cache contexts): one step's branches share
+            # the latent's shape and timestep, not always its storage (accelerate's offload
+            # to a CPU execution device copies it at every call, and the allocator decides
+            # whether the copies share an address).
+            latent = ("named", *latent[:2], *latent[3:])
+        group = (latent, timestep)
         leader = table.shared_decision(group, state)
         probes = state.counters.probe_evals
         if leader is not None:

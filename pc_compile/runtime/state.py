@@ -42,6 +42,11 @@ _stream_name: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 END_SPAN = 1.5
 
 
+def named_scope() -> bool:
+    """Whether the caller named the streams of this call (``named_stream``)."""
+    return _stream_name.get() is not None
+
+
 @contextlib.contextmanager
 def named_stream(name: str):
     """Calls made inside this context belong to the stream ``name`` (for integrations)."""
