@@ -97,13 +97,12 @@ class CachedGraph:
         # the other would put the whole caching error into (cond - uncond), which guidance
         # then multiplies by its scale.
         latent = self._identity_of(self.roles.hidden, inputs)
-        if latent is not None and (name is not None or named_scope()):
-            # Branches the pipeline names (diffusers' cache contexts): one step's branches share
-            # the latent's shape and timestep, not always its storage (accelerate's offload
-            # to a CPU execution device copies it at every call, and the allocator decides
-            # whether the copies share an address).
-            latent = ("named", *latent[:2], *latent[3:])
-        group = (latent, timestep)
+        # Branches the pipeline names (diffusers' cache contexts) also match by the latent's
+        # device, shape and dtype: one step's branches share its value, not always its storage
+        # (accelerate's offload to a CPU execution device copies it at every call, and the
+        # allocator decides whether the copies share an address).
+        named = latent is not None and (name is not None or named_scope())
+        group = (latent, (*latent[:2], *latent[3:]) if named else None, timestep)
         leader = table.shared_decision(group, state)
         probes = state.counters.probe_evals
         if leader is not None:

@@ -219,11 +219,15 @@ class StreamTable:
         self._group = None
 
     def shared_decision(self, group: tuple, state: StreamState):
-        """The plan another stream took for this step (same latent and timestep), or None."""
+        """The plan another stream took for this step, or None. ``group`` is (the latent's
+        identity, its device, shape and dtype where the caller names the stream, else None,
+        the timestep): the same timestep and the same latent tensor, or, both streams named,
+        a latent of the same shape."""
         if group[0] is None or self._group is None:
             return None
         key, leader, reuse = self._group
-        if key != group or leader is state:
+        same = key[0] == group[0] or (key[1] is not None and key[1] == group[1])
+        if not same or key[2] != group[2] or leader is state:
             return None
         return reuse
 
