@@ -52,8 +52,8 @@ def configurations(names=None) -> list[tuple[str, dict]]:
         for step, block in COMBINATIONS
     ]
     configs.append(("lfcache residual", {"preset": "flash", "step_reuse": "residual"}))
-    configs += [  # under a compute budget: the controller's path
-        ("turbo budget", {"preset": "turbo", "compute_budget": 0.465}),
+    configs += [  # the threshold rule alone, and other rules under a compute budget
+        ("lfcache threshold", {"preset": "turbo", "compute_budget": None, "max_reuse": 1}),
         ("trajectory budget", {"preset": "off", "step_rule": "trajectory",
                                "compute_budget": 0.5}),
         ("blind budget", {"preset": "off", "step_rule": "none", "compute_budget": 0.5}),

@@ -17,6 +17,10 @@ from . import sampling
 from .methods import Method, MethodRun, register
 
 EAGER_PIECES = {"piece_compiler": "eager"}
+# Preset turbo before design measurement 24 made it a compute budget: LFCache's threshold with
+# five warm-up steps, at most one reuse in a row, the steps within 4.5 step sizes of the end.
+THRESHOLD_TURBO = dict(preset="off", step_rule="lfcache", alpha=1.0, warmup_steps=5, max_reuse=1,
+                       end_span=4.5)
 
 
 def _trace(stats: dict) -> list[dict]:
@@ -62,52 +66,49 @@ def _make(setting: str = "alpha", **fixed):
 
 
 register(Method(
-    "precisecache", _make(preset="flash"), sweep=[0.5, 0.7, 1.0, 1.5],
+    "precisecache", _make(preset="flash", compute_budget=None), sweep=[0.5, 0.7, 1.0, 1.5],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
-    notes="LFCache (probe 2x4x4, the paper's accumulated LFD), extrapolated reuse chosen by the "
-          "probe against the accumulated error; alpha 1.0 = flash (1.5 until design "
-          "measurement 15)",
+    notes="LFCache's threshold rule (probe 2x4x4, the paper's accumulated LFD), extrapolated "
+          "reuse chosen by the probe against the accumulated error; alpha 1.0 = flash until "
+          "design measurement 24 made flash a compute budget",
 ))
 
 
-def _schedule_prior(name: str, preset: str, warmup: str) -> None:
-    """Presets base and turbo: alpha >= 1 never vetoes under their cap of one reuse in a row,
-    so one setting (the preset's 1.0) is their whole sweep; the full sweep lowers alpha."""
+def _preset(name: str, preset: str) -> None:
+    """The presets as they are: ``compute_budget`` 0.63, 0.465, 0.38 (base, turbo, flash),
+    LFCache's alpha 1.0 the one setting (under a budget alpha does not decide)."""
+    config = pc_compile.PRESETS[preset]
     register(Method(
-        name, _make(preset=preset), sweep=[1.0], full_sweep=[0.5, 0.7, 0.85, 1.0],
+        name, _make(preset=preset), sweep=[1.0], full_sweep=[1.0],
         mode="compiled", self_counted=True, setting_name="alpha",
-        notes=f"preset {preset}: {warmup} warm-up steps, at most one reuse in a row, the steps "
-              "within 4.5 step sizes of the end computed, the paper's LFD, reuse form chosen by "
-              "the probe against the accumulated error",
+        notes=f"preset {preset} as it is: LFCache under compute_budget {config.compute_budget}, "
+              f"placement {config.budget_placement!r}, {config.warmup_steps} warm-up steps and "
+              f"end_span {config.end_span} where the budget affords them; the probe chooses "
+              "each reuse's form",
     ))
 
 
-_schedule_prior("precisecache-base", "base", "seven")
-_schedule_prior("precisecache-turbo", "turbo", "five")
+for _name in ("base", "turbo", "flash"):
+    _preset(f"precisecache-{_name}", _name)
 
 register(Method(
-    "precisecache-flash", _make(preset="flash"), sweep=[1.0], full_sweep=[1.0],
-    mode="compiled", self_counted=True, setting_name="alpha",
-    notes="preset flash as it is (alpha 1.0): the `precisecache` method's sweep cut to the "
-          "preset, for the preset comparison (`python -m benchmarks.compare`)",
-))
-
-register(Method(
-    "precisecache-cache", _make(preset="flash", lfd_reference="cache"), sweep=[0.5, 0.7, 1.0, 1.5],
+    "precisecache-cache", _make(preset="flash", compute_budget=None, lfd_reference="cache"),
+    sweep=[0.5, 0.7, 1.0, 1.5],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache accumulating the probe's distance to the extrapolated cache, extrapolated "
           "reuse (preset turbo until design measurement 13, at alpha 0.7)",
 ))
 register(Method(
-    "precisecache-paper", _make(preset="flash", step_reuse="output"),
+    "precisecache-paper", _make(preset="flash", compute_budget=None, step_reuse="output"),
     sweep=[0.7], full_sweep=[0.3, 0.5, 0.7, 1.0, 1.5, 2.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache as in the paper: its LFD and plain output reuse (ablation)",
 ))
 register(Method(
-    "precisecache+blockcache", _make(preset="flash", block_rule="blockcache"), sweep=[0.7],
+    "precisecache+blockcache",
+    _make(preset="flash", compute_budget=None, block_rule="blockcache"), sweep=[0.7],
     full_sweep=[0.5, 0.7, 1.0, 1.5], mode="compiled", self_counted=True, setting_name="alpha",
     notes="the paper's flash: LFCache at alpha 0.7 + BlockCache (40% of blocks, L = 3)",
 ))
@@ -131,7 +132,7 @@ register(Method(
     notes="BWCache with the paper's indicator: the mean over blocks decides for all",
 ))
 register(Method(
-    "precisecache+bwcache", _make("alpha", preset="turbo", block_rule="bwcache",
+    "precisecache+bwcache", _make("alpha", **THRESHOLD_TURBO, block_rule="bwcache",
                                   bw_threshold=0.05),
     sweep=[0.7], full_sweep=[0.5, 0.7, 1.0, 1.5], mode="compiled", self_counted=True,
     setting_name="alpha",

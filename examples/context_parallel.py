@@ -36,7 +36,7 @@ PRESETS = {
     "sencache": {"preset": "sencache"},
     "trajectory": {"preset": "off", "step_rule": "trajectory", "traj_epsilon": 0.5},
     "bwcache": {"preset": "bwcache", "bw_threshold": 0.5},
-    "turbo+blockcache": {"preset": "turbo", "block_rule": "blockcache"},
+    "turbo+blockcache": {"preset": "turbo", "compute_budget": None, "block_rule": "blockcache"},
 }
 
 

@@ -92,7 +92,8 @@ def main() -> None:
         for alpha in (0.5, 0.7, 1.0, 1.5):
             torch._dynamo.reset()
             compiled = torch.compile(model, backend=pc_compile.backend(
-                preset="turbo", alpha=alpha, step_reuse=reuse, lfd_reference=reference,
+                preset="turbo", compute_budget=None, alpha=alpha, step_reuse=reuse,
+                lfd_reference=reference,
                 piece_compiler="eager"))
             values, fractions = [], []
             for (lab, seed), ref in zip(prompts, refs):

@@ -47,20 +47,20 @@ class PreciseCacheConfig:
             every block; ``"blockcache"`` runs the pivotal blocks only; ``"bwcache"`` bypasses
             each block whose output barely changed since it last ran; or any other registered
             block rule.
-        warmup_steps: the first steps of a generation always compute (2; presets base 7,
-            turbo 5).
+        warmup_steps: the first steps of a generation always compute (2; presets base and
+            turbo 5, as far as their budget affords).
         step_reuse: what a reused step returns: ``"extrapolate"`` (default), the linear
             extrapolation in the timestep of the last two computed outputs; ``"output"``, the
             last computed output (the paper); ``"residual"``, the last computed chain residual
             put through this step's prologue and epilogue. Where a step rule says so (LFCache's
             probe with ``lfd_reference="previous"``), a reused step takes the last output or
             residual instead of its extrapolation.
-        max_reuse: at most this many reused steps in a row (0: no limit; SenCache's ``K``;
-            presets base and turbo: 1).
+        max_reuse: at most this many reused steps in a row (0: no limit; SenCache's ``K``).
         end_span: the steps whose timestep lies within ``end_span`` step sizes of zero (the
             step size is the last one, so no step count is needed) always compute: 1.5 keeps
-            the last step (and Euler's one before it); the presets' 4.5 keeps the last three
-            steps of UniPC and the last four of Euler at shift 3, 20-50 steps.
+            the last step (and Euler's one before it); base's and turbo's 4.5 keeps the last three
+            steps of UniPC and the last four of Euler at shift 3, 20-50 steps, where the
+            budget affords them.
         piece_compiler: how each piece of the partitioned graph is compiled: ``"inductor"``
             (default), or ``"eager"`` to run the pieces uncompiled (debugging, fast tests);
             also the parts of a model's first call under context parallelism, which Dynamo
@@ -218,24 +218,24 @@ registry.reserve(field_names() + ["preset", "rule_options"])
 PRESETS: dict[str, PreciseCacheConfig] = {
     # The partitioned graph with every step and block computed: equals plain torch.compile.
     "off": PreciseCacheConfig(),
-    # base and turbo (the default): a schedule prior, seven or five warm-up steps, at most one
-    # reused step in a row, and the steps within 4.5 step sizes of the end computed, so every
-    # other step is reused in between (about 68% and 65% compute with the probe at 30 steps).
-    # Under that cap alpha 1.0 never vetoes (one step's LFD cannot exceed the largest seen);
-    # the probe chooses per reused step between the last output and the extrapolation of the
-    # last two, keeping the accumulated low-frequency error smallest. Measured on the reference
-    # models this beat the paper's adaptive rule at alpha 0.5 / 0.7, the other reuse forms and
-    # the other phases; a lower alpha lets the guard compute steps where the probe moves most.
-    # flash: LFCache at alpha 1.0 with the paper's LFD, adaptive (no cap, the last step and
-    # Euler's one before it computed): 39-55% compute on the reference models. It is not the
-    # paper's flash (LFCache at alpha 0.7 + BlockCache, 40% of blocks, L = 3): that lost to
-    # uniform skipping on every reference model, because a block bypass costs more fidelity per
-    # compute saved than reusing a whole step; it stays available as block_rule="blockcache".
-    "base": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, warmup_steps=7, max_reuse=1,
-                               end_span=4.5),
-    "turbo": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, warmup_steps=5, max_reuse=1,
-                                end_span=4.5),
-    "flash": PreciseCacheConfig(step_rule="lfcache", alpha=1.0),
+    # base, turbo (the default) and flash spend a set fraction of the uncached work, probe
+    # included, at any step count and scheduler (``compute_budget``): 0.63, 0.465 and 0.38, the
+    # paper's speed-ups (about 1.6x, 2.15x, 2.6x). LFCache's probe measures every free step
+    # and its spectra choose each reuse's form, the last output or the extrapolation of the
+    # last two. Base places its computed steps by the probe's score (which runs of reuses are
+    # the longer between the most even ones the budget allows); turbo and flash space them
+    # evenly, the score then unused: on the tuning models (wan-tiny, cogvideox-tiny; Euler 20
+    # and 50, UniPC 30 steps) the even placement was ahead of the score's at 0.465 and 0.38
+    # (43.0 against 40.1 dB on average), the score's at 0.63 (design measurement 24). The
+    # warm-up and the end of the schedule compute as far as the budget affords them without
+    # lengthening any run of reuses (five warm-up steps and ``end_span=4.5`` for base and
+    # turbo where there is room; at 0.465 and 0.38 there is none below 100 steps).
+    "base": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, compute_budget=0.63,
+                               warmup_steps=5, end_span=4.5),
+    "turbo": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, compute_budget=0.465,
+                                budget_placement="even", warmup_steps=5, end_span=4.5),
+    "flash": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, compute_budget=0.38,
+                                budget_placement="even"),
     # SenCache (arXiv 2602.24208) and BWCache (arXiv 2509.13789) on the same machinery.
     "sencache": PreciseCacheConfig(step_rule="sencache", sen_epsilon=0.05, max_reuse=3),
     "bwcache": PreciseCacheConfig(block_rule="bwcache", bw_threshold=0.15),
@@ -262,4 +262,12 @@ def config_from_options(options: dict | None) -> PreciseCacheConfig:
             f"unknown precisecache option(s) {', '.join(map(repr, unknown))}; "
             f"valid options are preset, {', '.join(valid)}"
         )
-    return dataclasses.replace(PRESETS[preset], **options)
+    base = PRESETS[preset]
+    if (base.compute_budget is not None and "compute_budget" not in options
+            and options.get("block_rule", "none") != "none"):
+        raise ValueError(
+            f"preset {preset!r} spends compute_budget={base.compute_budget}, which cannot be "
+            f"combined with block_rule={options['block_rule']!r}; add compute_budget=None to "
+            "let the rules decide alone (the step rule's threshold, then the block rule)"
+        )
+    return dataclasses.replace(base, **options)

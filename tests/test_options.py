@@ -53,13 +53,24 @@ def test_presets_and_overrides():
     flash = config_from_options({"preset": "flash"})
     assert (flash.step_rule, flash.alpha, flash.block_rule) == ("lfcache", 1.0, "none")
     turbo = config_from_options({})
-    assert (turbo.alpha, turbo.warmup_steps, turbo.max_reuse, turbo.end_span) == (1.0, 5, 1, 4.5)
+    assert (turbo.alpha, turbo.warmup_steps, turbo.max_reuse, turbo.end_span) == (1.0, 5, 0, 4.5)
+    # The presets are the paper's speed-ups as compute budgets.
+    assert [PRESETS[p].compute_budget for p in ("base", "turbo", "flash")] == [0.63, 0.465, 0.38]
+    assert [PRESETS[p].budget_placement for p in ("base", "turbo", "flash")] == [
+        "score", "even", "even"]
     assert config_from_options({"preset": "base"}).lfd_reference == "previous"
     assert config_from_options({"lfd_reference": "cache"}).lfd_reference == "cache"
     with pytest.raises(ValueError, match="lfd_reference='next' is not valid; choose one of cache"):
         config_from_options({"lfd_reference": "next"})
     base = config_from_options({"preset": "base"})
-    assert (base.alpha, base.warmup_steps, base.max_reuse, base.end_span) == (1.0, 7, 1, 4.5)
+    assert (base.alpha, base.warmup_steps, base.max_reuse, base.end_span) == (1.0, 5, 0, 4.5)
+    # A block rule cannot run under a preset's budget: a clear error, and the way out.
+    with pytest.raises(ValueError, match="preset 'turbo' spends compute_budget=0.465, which cannot "
+                                         "be combined with block_rule='bwcache'; add "
+                                         "compute_budget=None"):
+        config_from_options({"block_rule": "bwcache"})
+    both = config_from_options({"block_rule": "bwcache", "compute_budget": None})
+    assert (both.step_rule, both.block_rule, both.compute_budget) == ("lfcache", "bwcache", None)
     assert config_from_options({"preset": "off", "max_streams": 3}).max_streams == 3
     with pytest.raises(ValueError, match="either a PreciseCacheConfig or options"):
         pc_compile.backend(PreciseCacheConfig(), max_streams=2)

@@ -46,7 +46,8 @@ def test_each_policy_runs_on_every_model(name, preset):
 @pytest.mark.parametrize("options", [
     {"preset": "sencache", "sen_epsilon": 1.0, "block_rule": "bwcache", "bw_threshold": 2.0},
     {"preset": "bwcache", "bw_threshold": 2.0, "bw_scope": "mean"},
-    {"preset": "turbo", "alpha": 2.0, "block_rule": "bwcache", "bw_threshold": 2.0},
+    {"preset": "turbo", "compute_budget": None, "alpha": 2.0, "block_rule": "bwcache",
+     "bw_threshold": 2.0},
 ])
 def test_the_same_inputs_give_the_same_schedule_and_outputs(options):
     tiny = build("wan")

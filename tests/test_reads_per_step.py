@@ -20,6 +20,7 @@ import torch
 import pc_compile
 from benchmarks.host_reads import configurations
 from benchmarks.loop import Loop, compiled_wan
+from pc_compile.config import config_from_options
 from pc_compile.runtime.budget import BudgetController
 from pc_compile.runtime.schedule import KnownSchedule
 from tests.host_reads import HostReads
@@ -45,13 +46,11 @@ def test_one_read_per_step_none_on_uncond_none_in_warm_up(label, options):
     per_step = reads.per("step", range(STEPS))
     assert max(per_step.values()) <= 1, (per_step, reads.sites())
     assert reads.per("branch").get("uncond", 0) == 0, reads.sites(reads.where(branch="uncond"))
-    config = pc_compile.PRESETS[options["preset"]]
-    config = config if "step_rule" not in options else pc_compile.PreciseCacheConfig(
-        **{k: v for k, v in options.items() if k != "preset"})
+    config = config_from_options(dict(options))
     if config.caches:
         assert per_step[0] == 1  # the schedule, once per generation
         warmup = config.warmup_steps
-        budget = options.get("compute_budget")
+        budget = config.compute_budget
         if budget is not None:  # the warm-up the budget affords
             trace = next(iter(stats["per_stream"].values()))["trace"]
             schedule = KnownSchedule(tuple(e["timestep"] for e in trace))
@@ -71,7 +70,10 @@ def test_a_timestep_that_is_no_view_of_a_schedule_is_read_by_the_first_branch():
     """A pipeline passing a fresh timestep tensor per step: read once per step, by the first
     branch (the rules need it before they measure, so a step that measures reads twice: not
     yet one read, see ``runtime/timestep.py``)."""
-    model, inputs, compiled = compiled_wan({"preset": "turbo", "piece_compiler": "eager"})
+    # LFCache's threshold rule with five warm-up steps and at most one reuse in a row (turbo
+    # before it became a compute budget).
+    model, inputs, compiled = compiled_wan({"preset": "turbo", "compute_budget": None,
+                                            "max_reuse": 1, "piece_compiler": "eager"})
     reads = HostReads(stack_depth=0)
     x = inputs.noise
     with torch.no_grad(), reads:

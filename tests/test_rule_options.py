@@ -25,12 +25,13 @@ def scratch_registry():
 def test_flat_options_reach_the_selected_rules_options():
     config = config_from_options({"preset": "turbo", "alpha": 0.6})
     assert config.options_for("lfcache") == LFCacheOptions(alpha=0.6)
-    assert (config.alpha, config.warmup_steps, config.max_reuse) == (0.6, 5, 1)
-    config = config_from_options({"preset": "flash", "block_rule": "blockcache",
-                                  "pivotal_fraction": 0.3, "pivotal_steps": 2})
+    assert (config.alpha, config.warmup_steps, config.max_reuse) == (0.6, 5, 0)
+    config = config_from_options({"preset": "flash", "compute_budget": None,
+                                  "block_rule": "blockcache", "pivotal_fraction": 0.3,
+                                  "pivotal_steps": 2})
     assert config.options_for("blockcache") == BlockCacheOptions(0.3, 2)
-    assert callable(pc_compile.backend(preset="flash", block_rule="blockcache",
-                                       pivotal_fraction=0.4))
+    assert callable(pc_compile.backend(preset="flash", compute_budget=None,
+                                       block_rule="blockcache", pivotal_fraction=0.4))
 
 
 def test_an_option_of_a_rule_not_selected_is_kept_for_when_it_is():

@@ -43,7 +43,7 @@ def with_lora(tiny, seed: int = 1, name: str = "style"):
 
 
 @pytest.mark.parametrize("preset,steps,tolerance", [("off", 3, OFF_TOLERANCE),
-                                                    ("turbo", 12, 0.03)])
+                                                    ("turbo", 12, 0.07)])
 def test_a_lora_loaded_before_compiling_is_partitioned_and_cached(preset, steps, tolerance):
     reference = with_lora(factory.build("wan")).run("A", 1, steps)
     plain = factory.build("wan").run("A", 1, steps)

@@ -26,13 +26,9 @@ from tests.pipelines.test_pipelines import OFF_TOLERANCE, fresh, relative_error
 
 STEPS = 12
 OPTIONS = {"piece_compiler": "eager"}
-# Turbo's reuses at 12 UniPC steps against the uncached pipeline (measured 1.4e-2 without the
-# offload; test_pipelines allows 0.03 at this setting).
-TURBO_TOLERANCE = 0.03
-# With a CPU execution device accelerate copies the latent at every call, so the guidance
-# branches cannot be matched by the latent's identity and decide each on its own (measured
-# 0.052 and 0.060 in the two orders; docs/pipelines.md). A GPU does not copy (next test).
-CPU_OFFLOAD_TOLERANCE = 0.1
+# Turbo's reuses at 12 UniPC steps against the uncached pipeline (measured 3.5e-2 without the
+# offload; test_pipelines allows 0.07 at this setting).
+TURBO_TOLERANCE = 0.07
 
 
 def offload_and_compile(tiny, order: str, preset: str):
@@ -75,12 +71,14 @@ def test_enable_model_cpu_offload_keeps_the_transformer_cached(order):
     with strict():
         tiny.run("A", 1, STEPS)
         second = tiny.run("A", 1, STEPS)
-    # The branches' copies of the latent are told apart by address: whether uncond's copy
-    # lands where cond's freed copy was (the two then share one decision) is the allocator's
-    # choice, so the reused steps vary from run to run (7 and 8 seen). At least one a stream
-    # and a generation.
-    assert_cached_in_both_generations(pc_compile.stats(tiny.pipe.transformer), reused=4)
-    assert relative_error(second, reference) <= CPU_OFFLOAD_TOLERANCE
+    # With a CPU execution device accelerate copies the latent at every call; the branches,
+    # named by the pipeline, still take one decision per step (grouped by the latent's shape
+    # and the timestep, not its address: before, 0.135 from the uncached output where the
+    # allocator put uncond's copy elsewhere, and the reused steps varied from run to run).
+    stats = pc_compile.stats(tiny.pipe.transformer, detail=True)
+    assert_cached_in_both_generations(stats)
+    assert all(e.get("followed") for e in stats["per_stream"]["uncond"]["trace"][1:])
+    assert relative_error(second, reference) <= TURBO_TOLERANCE
 
 
 def test_an_offload_hook_that_moves_the_weights_between_generations_changes_nothing():

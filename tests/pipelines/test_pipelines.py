@@ -73,25 +73,31 @@ def test_turbo_runs_the_sequence_that_plain_compile_runs(name):
     reference = play(factory.build(name), SEQUENCE)
     outputs = play(tiny, SEQUENCE)
     for call, out, ref in zip(SEQUENCE, outputs, reference):
-        # Three steps: turbo's warm-up computes every step, so nothing may change; seven steps
-        # reuse at most one.
-        tolerance = OFF_TOLERANCE if call[2] <= 3 else 0.05
-        assert relative_error(out, ref) <= tolerance, call
+        # Turbo's budget reuses the middle step of three and three or four of seven: at most
+        # 0.066 measured (wan, seven steps), the first and the last step always computed.
+        assert relative_error(out, ref) <= 0.12, call
+    # The same call gives the same output wherever it comes in the sequence: nothing of the
+    # other resolutions and batch sizes leaks into it (on Flux and QwenImage the generation
+    # after a change of resolution once reused its last step: 0.09 and 0.14 from 0.02).
+    first = SEQUENCE.index(("A", 1, 3, None))
+    for i, call in enumerate(SEQUENCE):
+        if call == SEQUENCE[first]:
+            assert relative_error(outputs[i], outputs[first]) <= OFF_TOLERANCE, i
 
 
 # Relative error allowed for a cached generation of 12 steps, per (pipeline, scheduler, preset):
-# about twice what was measured (docs/pipelines.md). Turbo's warm-up (5 steps) and end span
-# leave 2-3 reused steps of 12; flash and bwcache reuse more.
+# about twice what was measured (docs/pipelines.md). Turbo spends 0.465 of the work and flash
+# 0.38 (budgets), reusing five or six steps of twelve; bwcache bypasses blocks.
 CACHED_TOLERANCE = {
-    ("wan", "unipc", "turbo"): 0.03,  # measured 1.4e-2
-    ("wan", "euler", "turbo"): 0.02,  # 8.9e-3
-    ("wan", "heun", "turbo"): 0.01,  # 3.6e-3
-    ("wan", "dpm", "turbo"): 0.03,  # 1.5e-2
-    ("wan", "unipc", "flash"): 0.07,  # 3.4e-2
+    ("wan", "unipc", "turbo"): 0.07,  # measured 3.5e-2
+    ("wan", "euler", "turbo"): 0.055,  # 2.7e-2
+    ("wan", "heun", "turbo"): 0.02,  # 9.6e-3 (Heun evaluates each step twice)
+    ("wan", "dpm", "turbo"): 0.075,  # 3.7e-2
+    ("wan", "unipc", "flash"): 0.18,  # 9.0e-2
     ("wan", "unipc", "bwcache"): 0.02,  # 6.3e-3
-    ("cogvideox", "ddim", "turbo"): 0.02,  # 5.6e-3
-    ("cogvideox", "cogdpm", "turbo"): 0.15,  # 6.3e-2: the multistep DPM carries a reuse on
-    ("flux", "euler", "turbo"): 0.02,  # 5.9e-3
+    ("cogvideox", "ddim", "turbo"): 0.066,  # 3.3e-2
+    ("cogvideox", "cogdpm", "turbo"): 0.4,  # 0.247: the multistep DPM carries each reuse on
+    ("flux", "euler", "turbo"): 0.03,  # 1.5e-2
 }
 
 
@@ -136,8 +142,11 @@ def test_dynamic_settings_run_what_plain_compile_runs(dynamic):
     reference = play(factory.build("wan"), calls)
     tiny = fresh("wan")
     factory.compile_transformers(tiny, options={"preset": "turbo", **EAGER}, dynamic=dynamic)
-    for call, out, ref in zip(calls, play(tiny, calls), reference):
-        assert relative_error(out, ref) <= OFF_TOLERANCE, (dynamic, call)
+    outputs = play(tiny, calls)
+    for call, out, ref in zip(calls, outputs, reference):
+        assert relative_error(out, ref) <= 0.12, (dynamic, call)  # turbo reuses one of three
+    # A again gives what A gave, whichever graph Dynamo serves it from.
+    assert relative_error(outputs[2], outputs[0]) <= OFF_TOLERANCE, dynamic
 
 
 @pytest.mark.parametrize("name,dynamic", [("wan", None), ("flux", None), ("wan", True)])

@@ -202,7 +202,7 @@ def test_lfcache_and_blockcache_read_the_host_once_per_step(tolist_calls, monkey
     torch._dynamo.reset()
     tiny = build("wan")
     compiled = torch.compile(tiny.model, backend="precisecache",
-                             options={"preset": "flash", "alpha": 2.0,
+                             options={"preset": "flash", "compute_budget": None, "alpha": 2.0,
                                       "block_rule": "blockcache", **EAGER})
     generate(compiled, tiny)
     stats = pc_compile.stats(compiled)

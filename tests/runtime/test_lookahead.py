@@ -57,7 +57,11 @@ def test_timestep_reader_knows_the_steps_that_follow():
 
 
 def _turbo_trace(steps: int):
-    model, inputs, compiled = compiled_wan({"preset": "turbo", "piece_compiler": "eager"})
+    # LFCache's threshold rule with the guards turbo had before it became a compute budget
+    # (five warm-up steps, at most one reuse in a row, end_span 4.5): the lookahead serves the
+    # rules that decide alone.
+    model, inputs, compiled = compiled_wan({"preset": "turbo", "compute_budget": None,
+                                            "max_reuse": 1, "piece_compiler": "eager"})
     with torch.no_grad():
         Loop(steps=steps)(compiled, inputs)
     stats = pc_compile.stats(compiled, detail=True)
