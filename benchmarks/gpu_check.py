@@ -534,8 +534,8 @@ def parse(argv=None):
         args.compiler = args.compiler or "eager"
         args.probe_repeats = args.probe_repeats or 2
     args.size = args.size or "1.3b"
-    # 16 steps: enough for base's and turbo's warm-up and end span to leave free steps (at 10
-    # the lookahead finds no reuse worth a probe and they compute every step).
+    # 16 steps: base, turbo and flash spend 0.63, 0.465 and 0.38 of them (compute budgets), so
+    # the timed ratio against plain torch.compile shows what a budget buys.
     args.steps = args.steps or 16
     args.compiler = args.compiler or "inductor"
     args.probe_repeats = args.probe_repeats or 10

@@ -45,11 +45,10 @@ def test_cpu_smoke_writes_every_configuration(tmp_path):
         # Two guidance streams, each one call per step.
         assert row["streams"] == 2 and row["stat_steps"] == 2 * steps, label
         assert 0 < row["compute_fraction"] <= 1.5
-        if row["preset"] == "flash":
-            assert row["probe_evals"] > 0
-        if row["preset"] in ("base", "turbo"):
-            # 6 steps leave base and turbo no free step: no probe, every step computed.
-            assert row["probe_evals"] == 0 and row["compute_fraction"] == 1.0
+        if row["preset"] in ("base", "turbo", "flash"):
+            # Compute budgets (0.63, 0.465, 0.38): at 6 steps the budget shortens the guards,
+            # the probe measures the free steps, and some are reused.
+            assert row["probe_evals"] > 0 and row["compute_fraction"] < 1.0, label
     # Preset off computes what plain torch.compile computes.
     assert rows["off"]["rel_vs_plain"] <= 1e-5
     assert rows["off"]["max_abs_vs_plain"] <= 1e-4
