@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from pathlib import Path
 
 
 def _fmt(x, nd=2):
@@ -423,6 +424,9 @@ def main(argv=None) -> None:
     p.add_argument("--presets", action="store_true",
                    help="also print the presets at their budgets against the baselines and peers")
     p.add_argument("--no-tables", action="store_true", help="leave out the per-setting tables")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="also write DIR/pareto-<model>.png: PSNR against compute, one panel per "
+                   "scheduler and step count")
     args = p.parse_args(argv)
     res = load(args.results)
     if args.prompts:
@@ -446,6 +450,15 @@ def main(argv=None) -> None:
         print(comparisons(res, args.presets))
     if not args.no_tables:
         print(tables(res))
+    if args.plot:
+        from . import plots
+
+        out = Path(args.plot)
+        out.mkdir(parents=True, exist_ok=True)
+        for model in sorted({r["model"] for r in res["rows"]}):
+            path = out / f"pareto-{model}.png"
+            plots.pareto([r for r in res["rows"] if r["model"] == model], path)
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

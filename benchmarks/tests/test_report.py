@@ -207,3 +207,15 @@ def test_leave_one_model_out(capsys, tmp_path):
     assert "Presets meeting the bar: 2 of 2." in first
     assert "Presets meeting the bar: 1 of 1." in second
     assert "Meets the bar: 1 of 1 rows." in second
+
+
+def test_plot_writes_one_pareto_figure_per_model(tmp_path, capsys):
+    results = tmp_path / "r.json"
+    rows = [row("uniform", 0.5, 30.0), row("precisecache", 0.6, 40.0, mode="compiled"),
+            row("uniform", 0.5, 31.0) | {"model": "n"}]
+    results.write_text(json.dumps({"meta": {}, "rows": rows}))
+    report_main([str(results), "--no-tables", "--plot", str(tmp_path / "plots")])
+    written = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert written == ["pareto-m.png", "pareto-n.png"]
+    assert all((tmp_path / "plots" / name).stat().st_size > 1000 for name in written)
+    assert "wrote" in capsys.readouterr().out
