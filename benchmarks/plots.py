@@ -12,23 +12,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 _MARKERS = "osD^v<>pP*Xh"
 
 
+def _panel(r: dict) -> tuple:
+    """A row's setting: model, scheduler, steps, and guidance and shift where recorded."""
+    return (r["model"], r["scheduler"], r["steps"], r.get("guidance"), r.get("shift"))
+
+
 def pareto(rows: list[dict], path: Path, cap: float = 100.0) -> None:
-    """PSNR against compute fraction: one panel per model x scheduler x steps."""
-    panels = sorted({(r["model"], r["scheduler"], r["steps"]) for r in rows})
+    """PSNR against compute fraction: one panel per model x scheduler x steps (x guidance and
+    shift, where the rows hold several)."""
+    panels = sorted({_panel(r) for r in rows}, key=lambda k: tuple(str(x) for x in k))
+    several = len({k[3:] for k in panels}) > 1
     methods = sorted({r["method"] for r in rows if r["method"] != "none"})
     ncol = min(2, len(panels))
     nrow = (len(panels) + ncol - 1) // ncol
     fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 4.3 * nrow), squeeze=False)
-    for ax, (model, sched, steps) in zip(axes.flat, panels):
+    for ax, panel in zip(axes.flat, panels):
+        model, sched, steps, guidance, shift = panel
         for k, m in enumerate(methods):
             # Outputs identical to the uncached one (PSNR at the cap) are left out.
             pts = sorted((r["compute_fraction"], r["psnr"]) for r in rows
-                         if (r["model"], r["scheduler"], r["steps"], r["method"])
-                         == (model, sched, steps, m) and r["psnr"] < cap)
+                         if _panel(r) == panel and r["method"] == m and r["psnr"] < cap)
             if pts:
                 ax.plot(*zip(*pts), marker=_MARKERS[k % len(_MARKERS)], label=m, lw=1.2, ms=4,
                         color=plt.cm.tab20(k % 20))
-        ax.set_title(f"{model}, {sched}, {steps} steps", fontsize=10)
+        extra = f", guidance {guidance:g}, shift {shift:g}" if several and guidance else ""
+        ax.set_title(f"{model}, {sched}, {steps} steps{extra}", fontsize=10)
         ax.set_xlabel("compute fraction (block evaluations / steps x blocks)")
         ax.set_ylabel("PSNR vs uncached (dB)")
         ax.set_xlim(0, 1.02)
