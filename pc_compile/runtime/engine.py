@@ -275,10 +275,20 @@ class Engine:
         ctx = self.context(state, memory, inputs, graph, follows)
         if follows:
             leader.followers += 1
-            if self.budget is not None:
-                return self.follow_budget(state, memory, ctx, leader)
-        elif self.budget is not None:
-            return self.plan_budget(state, memory, ctx)
+        if self.budget is None:
+            plan = self.plan_rules(state, memory, ctx, leader)
+        elif follows:
+            plan = self.follow_budget(state, memory, ctx, leader)
+        else:
+            plan = self.plan_budget(state, memory, ctx)
+        # A computed step keeps its chain residual for the residual reuse forms.
+        plan.record_chain = plan.reuse is None and self.step_reuse == "residual"
+        return plan
+
+    def plan_rules(self, state: StreamState, memory: StreamMemory, ctx: StepContext,
+                   leader: StepPlan | None) -> StepPlan:
+        """The plan the rules take alone (no budget); ``leader``: as in ``plan_step``."""
+        follows = leader is not None
         followers = () if follows else [f for f in memory.followers if f.memory is not None]
         form, verdict, metric = self.decide(state, ctx, memory, followers)
         info = verdict.info if verdict is not None else {}
@@ -302,7 +312,6 @@ class Engine:
                             record_blocks=blocks.record_blocks, block_plan=blocks)
         else:
             plan = StepPlan()
-        plan.record_chain = self.step_reuse == "residual" and form is None
         self.trace(state, plan, info)
         return plan
 
@@ -372,8 +381,6 @@ class Engine:
                                   computed=not reuse)
         if not reuse and plan.partial is None:
             plan.record_tail = tail
-        # A computed step keeps its chain residual for the residual reuse forms.
-        plan.record_chain = not reuse and self.step_reuse == "residual"
         memory.last_plan = plan
         info = dict(verdict.info) if verdict is not None else {}
         info.update({k: v for k, v in bs.last.items() if v is not None})
@@ -393,7 +400,6 @@ class Engine:
             plan = self.partial_plan(memory, leader.partial)
         else:
             plan = StepPlan(record_tail=leader.record_tail)
-        plan.record_chain = plan.reuse is None and self.step_reuse == "residual"
         memory.run = memory.run + 1 if plan.reuse is not None else 0
         self.trace(state, plan, {"followed": True})
         return plan
