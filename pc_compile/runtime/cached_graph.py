@@ -28,7 +28,13 @@ from pc_compile.runtime.executor import (
     pack_block_outputs,
 )
 from pc_compile.runtime.plan import BlockRecord, StepPlan
-from pc_compile.runtime.state import StreamState, StreamTable, named_scope, tensor_identity
+from pc_compile.runtime.state import (
+    StreamState,
+    StreamTable,
+    named_scope,
+    tensor_identity,
+    without_address,
+)
 from pc_compile.runtime.timestep import TimestepReader
 from pc_compile.runtime.weights import weights_identity
 
@@ -102,7 +108,7 @@ class CachedGraph:
         # (accelerate's offload to a CPU execution device copies it at every call, and the
         # allocator decides whether the copies share an address).
         named = latent is not None and (name is not None or named_scope())
-        group = (latent, (*latent[:2], *latent[3:]) if named else None, timestep)
+        group = (latent, without_address(latent) if named else None, timestep)
         leader = table.shared_decision(group, state)
         probes = state.counters.probe_evals
         if leader is not None:

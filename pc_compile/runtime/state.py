@@ -140,6 +140,11 @@ def tensor_identity(t: torch.Tensor) -> tuple:
     return (t.device.type, t.device.index, t.data_ptr(), tuple(t.shape), t.dtype)
 
 
+def without_address(identity: tuple) -> tuple:
+    """A ``tensor_identity`` less the address: device, shape and dtype."""
+    return identity[:2] + identity[3:]
+
+
 class StreamTable:
     """The streams of one compiled graph, least recently used evicted past ``max_streams``.
 
