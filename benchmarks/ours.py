@@ -21,6 +21,8 @@ EAGER_PIECES = {"piece_compiler": "eager"}
 # five warm-up steps, at most one reuse in a row, the steps within 4.5 step sizes of the end.
 THRESHOLD_TURBO = dict(preset="off", step_rule="lfcache", alpha=1.0, warmup_steps=5, max_reuse=1,
                        end_span=4.5)
+# Preset flash before it became a compute budget: LFCache's adaptive threshold rule, alpha 1.0.
+THRESHOLD_FLASH = dict(preset="flash", compute_budget=None)
 
 
 def _trace(stats: dict) -> list[dict]:
@@ -66,7 +68,7 @@ def _make(setting: str = "alpha", **fixed):
 
 
 register(Method(
-    "precisecache", _make(preset="flash", compute_budget=None), sweep=[0.5, 0.7, 1.0, 1.5],
+    "precisecache", _make(**THRESHOLD_FLASH), sweep=[0.5, 0.7, 1.0, 1.5],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache's threshold rule (probe 2x4x4, the paper's accumulated LFD), extrapolated "
@@ -93,7 +95,7 @@ for _name in ("base", "turbo", "flash"):
     _preset(f"precisecache-{_name}", _name)
 
 register(Method(
-    "precisecache-cache", _make(preset="flash", compute_budget=None, lfd_reference="cache"),
+    "precisecache-cache", _make(**THRESHOLD_FLASH, lfd_reference="cache"),
     sweep=[0.5, 0.7, 1.0, 1.5],
     full_sweep=[0.3, 0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 3.0], mode="compiled", self_counted=True,
     setting_name="alpha",
@@ -101,14 +103,14 @@ register(Method(
           "reuse (preset turbo until design measurement 13, at alpha 0.7)",
 ))
 register(Method(
-    "precisecache-paper", _make(preset="flash", compute_budget=None, step_reuse="output"),
+    "precisecache-paper", _make(**THRESHOLD_FLASH, step_reuse="output"),
     sweep=[0.7], full_sweep=[0.3, 0.5, 0.7, 1.0, 1.5, 2.0], mode="compiled", self_counted=True,
     setting_name="alpha",
     notes="LFCache as in the paper: its LFD and plain output reuse (ablation)",
 ))
 register(Method(
     "precisecache+blockcache",
-    _make(preset="flash", compute_budget=None, block_rule="blockcache"), sweep=[0.7],
+    _make(**THRESHOLD_FLASH, block_rule="blockcache"), sweep=[0.7],
     full_sweep=[0.5, 0.7, 1.0, 1.5], mode="compiled", self_counted=True, setting_name="alpha",
     notes="the paper's flash: LFCache at alpha 0.7 + BlockCache (40% of blocks, L = 3)",
 ))
