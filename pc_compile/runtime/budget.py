@@ -38,6 +38,10 @@ Where the computed steps go
     score this computes one step in ``1/q``, the evenly spaced schedule; a score that rises
     brings the next computed step forward, one that falls lets the run go on. With no step rule
     the score is constant: the blind evenly spaced schedule of the same budget and reuse forms.
+    The runs are planned on the whole steps the budget buys (``_computes``), never on the
+    fraction of one it cannot spend: planned on that fraction, the early runs came out short
+    and the reuses they left piled up before the end of the schedule, where the steps are
+    largest (design measurement 25).
 
 Granularity
     At 10 steps one step is a tenth of the work, so whole steps can miss the budget by 0.05.
@@ -115,6 +119,8 @@ class Call:
     weight: float = 1.0  # the step size the sampler takes with this step's output
     measure: bool = True  # FREE: ask the rule for its score (False: decide blindly)
     free_steps: int = 0  # FREE: the free steps left, this one included
+    computes: int = 0  # FREE: the whole steps the budget computes among them
+    partial_slot: int = 0  # FREE: 1 where the last free step is left to a partial step
 
 
 class BudgetController:
@@ -233,9 +239,28 @@ class BudgetController:
             k = self._blocks(bs, left, total)
             if k <= 0:
                 return Call(REUSE, "budget exhausted", weight=weight, measure=False)
+            # A whole step (the remainder rounded up) is placed as the others are; a
+            # partial one takes the last free step.
             return Call(FREE, "no budget for the probe", rate=left / (blocks * free_steps),
-                        weight=weight, measure=False, free_steps=free_steps, blocks=k)
-        return Call(FREE, rate=rate, weight=weight, free_steps=free_steps, blocks=blocks)
+                        weight=weight, measure=False, free_steps=free_steps, blocks=k,
+                        computes=int(k == blocks))
+        computes, slot = self._computes(rate * free_steps, total)
+        return Call(FREE, rate=rate, weight=weight, free_steps=free_steps, blocks=blocks,
+                    computes=computes, partial_slot=slot)
+
+    def _computes(self, steps: float, total: int) -> tuple[int, int]:
+        """What a budget of ``steps`` (in steps) buys among the free steps: the whole
+        computed steps, its remainder rounded as the last free step will round it
+        (``_rounded``); and 1 where the remainder is left to a partial step instead (the
+        blocks allow one), which the last free step takes."""
+        whole = math.floor(steps + 1e-9)
+        rest = steps - whole
+        if rest <= 1e-9:
+            return whole, 0
+        up = self._rounded(rest * self.num_blocks, total)
+        if up is None:
+            return whole, int(self.partial)
+        return whole + int(up), 0
 
     def _within(self, bs: BudgetState, left: float, has_cache: bool, reason: str,
                 weight: float, total: int) -> Call:
@@ -285,9 +310,11 @@ class BudgetController:
         """Whether a free step computes, from the rule's ``score`` (None or not finite: no
         information, the mean score is used).
 
-        ``C = rate x F`` computed steps are left for the ``F`` free steps (this one
-        included), so the reuses between them form ``C + 1`` runs (the end of the schedule
-        computes after the last) of ``(F - C) / (C + 1)`` steps on average. The step computes
+        ``C`` whole computed steps are left for the ``F`` free steps (this one included;
+        ``call.computes``, with the last free step set apart where the budget leaves it a
+        partial step), so the reuses between them form ``C + 1`` runs (the end of the
+        schedule computes after the last) of ``(F - C) / (C + 1)`` steps on average. The
+        step computes
         when reusing it would take the current run's damage more than half a step's past that
         of an average run, but never before the run reaches the average rounded down, and
         always once it would pass the average rounded up: the score moves the computed steps
@@ -305,14 +332,15 @@ class BudgetController:
         if mean <= 0:
             mean = 1.0
         damage = score * call.weight if has else mean
-        computes = call.rate * call.free_steps
-        # The reuses left, the current run's included, over the runs left.
-        run = (call.free_steps - computes + bs.run) / (computes + 1)
+        computes = call.computes
+        # The reuses left, the current run's included, over the runs left (the last free
+        # step is the partial step's where the budget leaves one).
+        run = (call.free_steps - call.partial_slot - computes + bs.run) / (computes + 1)
         # The last free step spends what is left (a partial step's blocks at most): no
         # later step can.
         # Evenness first: every run lies between the average run left rounded down and
         # rounded up (the most even runs the steps left allow); the score chooses which runs
-        # are the longer. A run cut short early leaves its reuses to the runs at the end.
+        # are the longer.
         longest, shortest = math.ceil(run - 1e-9), math.floor(run + 1e-9)
         compute = (call.free_steps <= 1 or bs.run + 1 > longest
                    or (bs.damage + damage / 2 > run * mean and bs.run >= shortest))
