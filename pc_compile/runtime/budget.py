@@ -314,15 +314,14 @@ class BudgetController:
         ``call.computes``, with the last free step set apart where the budget leaves it a
         partial step), so the reuses between them form ``C + 1`` runs (the end of the
         schedule computes after the last) of ``(F - C) / (C + 1)`` steps on average. The
-        step computes
-        when reusing it would take the current run's damage more than half a step's past that
-        of an average run, but never before the run reaches the average rounded down, and
-        always once it would pass the average rounded up: the score moves the computed steps
-        only between the most even runs (design measurement 23: where it moved them further,
-        the runs it lengthened, or the end of the schedule that paid for the runs it
-        shortened, lost more than its placement gained). A constant score gives the evenly
-        spaced schedule; the rate is re-derived at every step, so the rounding of one run is
-        paid back by the next."""
+        step computes when reusing it would take the current run's damage more than half a
+        step's past that of an average run, but never before the run reaches the average
+        rounded down, and always once it would pass the average rounded up: the score moves
+        the computed steps only between the most even runs (design measurement 23: where it
+        moved them further, the runs it lengthened, or the end of the schedule that paid for
+        the runs it shortened, lost more than its placement gained). A constant score gives
+        the evenly spaced schedule; the rate is re-derived at every step, so the rounding of
+        one run is paid back by the next."""
         has = (self.placement == "score" and score is not None and math.isfinite(score)
                and score >= 0)
         if has:
