@@ -9,6 +9,7 @@ import torch
 import pc_compile
 from pc_compile.config import PreciseCacheConfig
 from pc_compile.runtime.budget import BudgetController, BudgetState
+from pc_compile.runtime.schedule import KnownSchedule
 from tests.tiny_models import build
 
 STEPS = (10, 20, 30, 50, 100)
@@ -229,11 +230,27 @@ def test_a_blind_budget_spaces_its_computed_steps_evenly(tiny):
     generate(compiled, tiny, timesteps("euler", 30), conditions=(1,))
     trace = pc_compile.stats(compiled, detail=True)["per_stream"]["stream0"]["trace"]
     pattern = "".join("#" if e["computed"] else "." for e in trace)
-    # 15 computed steps: the first, the last (the warm-up and the end guard, shortened to
-    # them: 15 evenly spaced steps leave no two side by side, ``BudgetController.trimmed``),
-    # 13 spread over the 28 between them in runs of one or two reuses.
-    assert pattern.startswith("#.") and pattern.endswith(".#") and pattern.count("#") == 15
-    assert "..." not in pattern and "##" not in pattern
+    # 15 computed steps: the first and the last two (the warm-up and the end guard, shortened
+    # to them: ``BudgetController.trimmed``), 12 spread over the 27 between them in runs of
+    # one or two reuses.
+    assert pattern.startswith("#.") and pattern.endswith(".##") and pattern.count("#") == 15
+    assert "..." not in pattern and "##" not in pattern[:-2]
+
+
+def test_the_end_keeps_its_last_two_steps_where_no_run_grows_longer():
+    # The last two steps are the largest of a shifted schedule: the end guard keeps both
+    # beyond the budget's room where the longest run of reuses stays as long (turbo's budget
+    # at 20-50 steps, flash's at 30), not where it would grow (flash's at 20, 10 steps).
+    def guards(budget, steps, kind):
+        controller = BudgetController(budget, num_blocks=4, end_span=4.5, partial=True,
+                                      warmup_steps=5)
+        return controller.trimmed(KnownSchedule(tuple(timesteps(kind, steps))), steps)
+
+    for kind in ("euler", "unipc"):
+        assert [guards(0.465, steps, kind) for steps in (20, 30, 50)] == [(1, 2)] * 3
+        assert guards(0.38, 30, kind) == (1, 2)
+        assert guards(0.38, 20, kind) == guards(0.465, 10, kind) == guards(0.38, 10, kind) \
+            == (1, 1)
 
 
 def test_stats_report_the_budget_per_generation(tiny):
