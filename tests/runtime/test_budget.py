@@ -104,12 +104,18 @@ def test_a_known_schedule_is_planned_from_its_first_step(tiny):
                 pc_compile.reset(compiled)
 
 
+def trace_pattern(trace) -> str:
+    """A stream's trace as a string, ``#`` computed and ``.`` reused."""
+    return "".join("#" if e["computed"] else "." for e in trace)
+
+
+def reuse_runs(pattern: str) -> list[int]:
+    """The lengths of the runs of reuses in a ``#``/``.`` pattern."""
+    return [len(run) for run in pattern.split("#") if run]
+
+
 def _longest_reuse_run(trace) -> int:
-    longest = run = 0
-    for entry in trace:
-        run = 0 if entry["computed"] else run + 1
-        longest = max(longest, run)
-    return longest
+    return max(reuse_runs(trace_pattern(trace)), default=0)
 
 
 @pytest.mark.parametrize("kind", ["euler", "unipc"])
@@ -198,10 +204,6 @@ def controller_pattern(ts, budget, placement, scores, warmup=2):
     return out
 
 
-def reuse_runs(pattern: str) -> list[int]:
-    return [len(run) for run in pattern.split("#") if run]
-
-
 def test_even_placement_ignores_the_score():
     ts = timesteps("unipc", 30)
     rising = controller_pattern(ts, 0.465, "score", lambda i: float(i * i))
@@ -229,7 +231,7 @@ def test_a_blind_budget_spaces_its_computed_steps_evenly(tiny):
     compiled = compile_with(tiny, compute_budget=0.5)
     generate(compiled, tiny, timesteps("euler", 30), conditions=(1,))
     trace = pc_compile.stats(compiled, detail=True)["per_stream"]["stream0"]["trace"]
-    pattern = "".join("#" if e["computed"] else "." for e in trace)
+    pattern = trace_pattern(trace)
     # 15 computed steps: the first and the last two (the warm-up and the end guard, shortened
     # to them: ``BudgetController.trimmed``), 12 spread over the 27 between them in runs of
     # one or two reuses.
