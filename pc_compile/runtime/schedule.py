@@ -88,6 +88,11 @@ def timestep_scale(first: float) -> float:
     return 1.0 if first <= 1.0 + 1e-6 else max(1000.0, first)
 
 
+def to_sigma(t: float, scale: float) -> float:
+    """A timestep as a sigma in (0, 1] (clamped: a rounded timestep can fall just outside)."""
+    return min(max(t / scale, 1e-6), 1.0)
+
+
 def unshift(sigma: float, shift: float) -> float:
     return sigma / (shift - (shift - 1) * sigma)
 
@@ -115,7 +120,7 @@ def fit_schedule(timesteps: Sequence[float], prior_shift: float = 3.0) -> Schedu
     if len(timesteps) < 3 or any(b >= a for a, b in zip(timesteps, timesteps[1:])):
         return None
     scale = timestep_scale(timesteps[0])
-    sigmas = [min(max(t / scale, 1e-6), 1.0) for t in timesteps]
+    sigmas = [to_sigma(t, scale) for t in timesteps]
     rounded = all(abs(t - round(t)) < 1e-6 for t in timesteps)
     fits = []
     for shift in _SHIFTS:
@@ -148,7 +153,7 @@ def prior_fit(timesteps: Sequence[float], shift: float = 3.0) -> ScheduleFit | N
         return None
     scale = timestep_scale(timesteps[0])
     # Pipelines that round the timesteps to integers start at 999 for sigma 1.
-    sigmas = [1.0 if i == 0 and t / scale >= 0.99 else min(max(t / scale, 1e-6), 1.0)
+    sigmas = [1.0 if i == 0 and t / scale >= 0.99 else to_sigma(t, scale)
               for i, t in enumerate(timesteps)]
     s0, s1 = (unshift(sigma, shift) for sigma in sigmas)
     if s0 <= s1:
