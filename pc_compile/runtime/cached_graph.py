@@ -29,6 +29,7 @@ from pc_compile.runtime.executor import (
 )
 from pc_compile.runtime.plan import BlockRecord, StepPlan
 from pc_compile.runtime.state import (
+    DecisionGroup,
     StreamState,
     StreamTable,
     named_scope,
@@ -108,7 +109,7 @@ class CachedGraph:
         # (accelerate's offload to a CPU execution device copies it at every call, and the
         # allocator decides whether the copies share an address).
         named = latent is not None and (name is not None or named_scope())
-        group = (latent, without_address(latent) if named else None, timestep)
+        group = DecisionGroup(latent, without_address(latent) if named else None, timestep)
         leader = table.shared_decision(group, state)
         probes = state.counters.probe_evals
         if leader is not None:

@@ -30,6 +30,7 @@ import contextvars
 import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -145,6 +146,22 @@ def without_address(identity: tuple) -> tuple:
     return identity[:2] + identity[3:]
 
 
+class DecisionGroup(NamedTuple):
+    """What makes guidance branches one step's group, whose first branch decides for all:
+    the same ``timestep`` and the same ``latent`` tensor (``tensor_identity``), or, where
+    both branches are named (diffusers' cache contexts), the same ``shape`` (the latent's
+    ``without_address``; None where the stream is not named)."""
+
+    latent: tuple | None
+    shape: tuple | None
+    timestep: float | None
+
+    def matches(self, other: DecisionGroup) -> bool:
+        same = self.latent == other.latent or (
+            self.shape is not None and self.shape == other.shape)
+        return same and self.timestep == other.timestep
+
+
 class StreamTable:
     """The streams of one compiled graph, least recently used evicted past ``max_streams``.
 
@@ -223,16 +240,12 @@ class StreamTable:
             state.ended = True
         self._group = None
 
-    def shared_decision(self, group: tuple, state: StreamState):
-        """The plan another stream took for this step, or None. ``group`` is (the latent's
-        identity, its device, shape and dtype where the caller names the stream, else None,
-        the timestep): the same timestep and the same latent tensor, or, both streams named,
-        a latent of the same shape."""
-        if group[0] is None or self._group is None:
+    def shared_decision(self, group: DecisionGroup, state: StreamState):
+        """The plan another stream of ``group`` took for this step, or None."""
+        if group.latent is None or self._group is None:
             return None
         key, leader, reuse = self._group
-        same = key[0] == group[0] or (key[1] is not None and key[1] == group[1])
-        if not same or key[2] != group[2] or leader is state:
+        if not key.matches(group) or leader is state:
             return None
         return reuse
 
@@ -240,7 +253,7 @@ class StreamTable:
         """The stream that took the last recorded decision."""
         return None if self._group is None else self._group[1]
 
-    def record_decision(self, group: tuple, state: StreamState, plan) -> None:
+    def record_decision(self, group: DecisionGroup, state: StreamState, plan) -> None:
         """``state`` decided this step's ``plan``: the other streams of ``group`` follow it."""
         self._group = (group, state, plan)
 
