@@ -53,8 +53,8 @@ class PreciseCacheConfig:
             extrapolation in the timestep of the last two computed outputs; ``"output"``, the
             last computed output (the paper); ``"residual"``, the last computed chain residual
             put through this step's prologue and epilogue. Where a step rule says so (LFCache's
-            probe with ``lfd_reference="previous"``), a reused step takes the last output or
-            residual instead of its extrapolation.
+            probe with ``lfd_reference="previous"``), the first reused step of a run takes the
+            last output or residual instead of its extrapolation.
         max_reuse: at most this many reused steps in a row (0: no limit; SenCache's ``K``).
         end_span: the steps whose timestep lies within ``end_span`` step sizes of zero (the
             step size is the last one, so no step count is needed) always compute: 1.5 keeps
@@ -218,18 +218,18 @@ registry.reserve(field_names() + ["preset", "rule_options"])
 PRESETS: dict[str, PreciseCacheConfig] = {
     # The partitioned graph with every step and block computed: equals plain torch.compile.
     "off": PreciseCacheConfig(),
-    # base, turbo (the default) and flash spend a set fraction of the uncached work, probe
-    # included, at any step count and scheduler (``compute_budget``): 0.63, 0.465 and 0.38, the
-    # paper's speed-ups (about 1.6x, 2.15x, 2.6x). LFCache's probe measures every free step
-    # and its spectra choose each reuse's form, the last output or the extrapolation of the
-    # last two. Base places its computed steps by the probe's score (which runs of reuses are
-    # the longer between the most even ones the budget allows); turbo and flash space them
-    # evenly, the score then unused: on the tuning models (wan-tiny, cogvideox-tiny; Euler 20
-    # and 50, UniPC 30 steps) the even placement was ahead of the score's at 0.465 and 0.38
-    # (43.0 against 40.1 dB on average), the score's at 0.63 (design measurement 24). The
-    # warm-up and the end of the schedule compute as far as the budget affords them without
-    # lengthening any run of reuses (five warm-up steps and ``end_span=4.5`` for base and
-    # turbo where there is room; at 0.465 and 0.38 there is none below 100 steps).
+    # base, turbo (the default) and flash spend a set fraction of the uncached work, probe included,
+    # at any step count and scheduler (``compute_budget``): 0.63, 0.465 and 0.38, the paper's
+    # speed-ups (about 1.6x, 2.15x, 2.6x). LFCache's probe measures every free step and its spectra
+    # choose the form of each run's first reuse, the last output or the extrapolation of the last
+    # two (a run's later reuses extrapolate). Base places its computed steps by the probe's score
+    # (which runs of reuses are the longer between the most even ones the budget allows); turbo and
+    # flash space them evenly, the score then unused: on the tuning models (wan-tiny,
+    # cogvideox-tiny; Euler 20 and 50, UniPC 30 steps) the even placement was ahead of the score's
+    # at 0.465 and 0.38 (43.0 against 40.1 dB on average), the score's at 0.63 (design measurement
+    # 24). The warm-up and the end of the schedule compute as far as the budget affords them without
+    # lengthening any run of reuses (five warm-up steps and ``end_span=4.5`` for base and turbo
+    # where there is room; at 0.465 and 0.38 there is none below 100 steps).
     "base": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, compute_budget=0.63,
                                warmup_steps=5, end_span=4.5),
     "turbo": PreciseCacheConfig(step_rule="lfcache", alpha=1.0, compute_budget=0.465,

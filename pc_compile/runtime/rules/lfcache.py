@@ -9,24 +9,28 @@ Otherwise the full network runs and the sum restarts.
 What is accumulated (``lfd_reference``):
 
 * ``"previous"``: the paper's LFD, ``|| LF_i - LF_(i-1) ||``, how fast the prediction moves.
-  The probe then also chooses each reused step's form (``choose_form``): the extrapolation of
-  the last two computed outputs or the last output, whichever keeps the reuses' accumulated
-  low-frequency error smallest. Each reused step adds its error to the latent, weighted by its
-  step size; a plain reuse lags the prediction, an extrapolation overshoots where it turns, and
-  one can cancel the other (on eight prompts of the reference models this kept 0.2-4.2 dB
-  more than taking the form closest to the step alone, and lost nowhere).
+  The probe then also chooses the form of the first reuse of each run (``choose_form``): the
+  extrapolation of the last two computed outputs or the last output, whichever keeps the
+  reuses' accumulated low-frequency error smallest. Each reused step adds its error to the
+  latent, weighted by its step size; a plain reuse lags the prediction, an extrapolation
+  overshoots where it turns, and one can cancel the other (on eight prompts of the reference
+  models this kept 0.2-4.2 dB more than taking the form closest to the step alone). The later
+  reuses of a run always extrapolate: the last output would lag them by two steps or more,
+  which the probe's low-frequency error understates (taking it there cost up to 10 dB at 20
+  steps under a compute budget; design measurement 26).
 * ``"cache"``: the distance to what the reuse would return, seen at low resolution,
   ``|| LF_i - extrapolation of LF at the last two computed steps ||``, and always extrapolate.
   Neither reference wins everywhere on the reference models: ``"cache"`` is ahead at equal
   compute on most settings, behind where long runs of reuses compound errors the
   low-resolution probe does not see.
 
-Under a cap of one reuse in a row (the presets base and turbo) ``alpha >= 1`` never vetoes (one
-step's LFD cannot exceed the largest seen), so what the probe adds there is the choice of the
-form. A probe output that is not finite forces a full step and is counted
-(``nonfinite_probes``). All arithmetic stays on the device; the engine reads a few numbers per
-step. The trace records ``metric`` (this step's distance), ``lfd`` (the step-to-step LFD),
-``accumulated`` and ``threshold``.
+Under a cap of one reuse in a row ``alpha >= 1`` never vetoes (one step's LFD cannot exceed the
+largest seen), so what the probe adds there is the choice of the form. Under a compute budget (the
+presets) the controller decides which steps compute; the probe chooses the forms and, with
+``budget_placement="score"`` (base), its score places the computed steps. A probe output that is
+not finite forces a full step and is counted (``nonfinite_probes``). All arithmetic stays on the
+device; the engine reads a few numbers per step. The trace records ``metric`` (this step's
+distance), ``lfd`` (the step-to-step LFD), ``accumulated`` and ``threshold``.
 """
 
 from __future__ import annotations
@@ -108,11 +112,12 @@ class LFCacheState:
     largest: torch.Tensor | None = None  # the largest step-to-step LFD of the generation
     accumulated: torch.Tensor | None = None  # the distance summed since the last computed step
     error: torch.Tensor | None = None  # the reuses' weighted low-frequency errors, summed
+    run: int = 0  # the reuses since the last computed step
     measured: Measured | None = None
 
 
 def choose_form(error: torch.Tensor | None, spectrum: torch.Tensor, candidates: tuple,
-                weight: float) -> tuple[torch.Tensor, tuple]:
+                weight: float, first: bool = True) -> tuple[torch.Tensor, tuple]:
     """Which of two reuse forms to take: (extrapolated?, the accumulated error after each).
 
     ``candidates`` are the low-frequency spectra the two forms would return at this step, seen
@@ -120,9 +125,16 @@ def choose_form(error: torch.Tensor | None, spectrum: torch.Tensor, candidates: 
     probe predicts here; ``error`` is the weighted sum of the reused steps' errors so far (None:
     no reuse yet). The sampler integrates the prediction, so the errors of the reused steps add
     up in the latent; the form that keeps their sum smallest wins. ``weight`` is the step's
-    share of the integral (its step size)."""
+    share of the integral (its step size).
+
+    Only the first reuse of a run (``first``) may take the last output; a later one
+    extrapolates. The last output lags the prediction by every step since it was computed,
+    and the lag the probe sees at low resolution understates what it costs the latent: a
+    second reuse that took it cost up to 10 dB at 20 steps (design measurement 26)."""
     after = tuple(weight * (c - spectrum) if error is None else error + weight * (c - spectrum)
                   for c in candidates)
+    if not first:
+        return torch.ones((), dtype=torch.bool, device=spectrum.device), after
     better = torch.linalg.vector_norm(after[0]) < torch.linalg.vector_norm(after[1])
     return better, after
 
@@ -169,7 +181,8 @@ class LFCache:
             if self.extrapolate and len(computed) == 2:
                 candidates = (extrapolate(computed, t), computed[-1][1])
                 weight = ctx.step_size or 1.0  # the next step's size is not known yet
-                better, errors = choose_form(state.error, spectrum, candidates, weight)
+                better, errors = choose_form(state.error, spectrum, candidates, weight,
+                                             first=state.run == 0)
                 gaps = [torch.linalg.vector_norm(c - spectrum) for c in candidates]
         finite = finite & torch.isfinite(metric)
         accumulated = (zero if state.accumulated is None else state.accumulated) + torch.where(
@@ -179,6 +192,7 @@ class LFCache:
         if not ctx.may_reuse:  # the step computes whatever the probe says: nothing to read
             state.largest = largest
             state.accumulated = zero
+            state.run = 0
             remember(computed, t, spectrum)
             info = {"metric": metric, "lfd": step, "accumulated": accumulated,
                     "threshold": threshold}
@@ -208,6 +222,7 @@ class LFCache:
             state.error = m.errors[0] if m.extrapolated else m.errors[1]
         state.largest = m.largest
         state.accumulated = m.accumulated if reused else m.zero
+        state.run = state.run + 1 if reused else 0
         if not reused:
             remember(state.computed, m.t, m.spectrum)
 
@@ -216,6 +231,7 @@ class LFCache:
         spectra kept no longer bracket what a reuse extrapolates (dropped), and restarts the
         accumulated distance."""
         state.measured = None
+        state.run = 0 if computed else state.run + 1
         if computed:
             state.computed.clear()
             state.accumulated = None
