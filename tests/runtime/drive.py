@@ -18,12 +18,13 @@ class Driver:
                              guards=Guards(warmup_steps, max_reuse, end_span), num_blocks=1)
 
     def decide(self, state, inputs):
-        """(reuse?, the verdict's trace info with its ``extrapolate``) of the step ``state``
-        is at."""
+        """(reuse?, the verdict's trace info with its ``extrapolate`` and ``score``) of the
+        step ``state`` is at."""
         memory = self.engine.memory(state)
         ctx = self.engine.context(state, memory, inputs, GRAPH)
         form, verdict, _ = self.engine.decide(state, ctx, memory)
-        info = {} if verdict is None else {**verdict.info, "extrapolate": verdict.extrapolate}
+        info = {} if verdict is None else {**verdict.info, "extrapolate": verdict.extrapolate,
+                                           "score": verdict.score}
         return form is not None, info
 
     def computed(self, state, inputs, output):

@@ -120,11 +120,14 @@ def test_steps_within_end_span_step_sizes_of_zero_always_compute(end_span, last_
 def test_only_the_first_reuse_of_a_run_may_take_the_last_output():
     rule = lfcache(alpha=100.0, warmup_steps=2, radius=0.2, extrapolate=True, max_reuse=2,
                    reference="previous")
-    decisions, infos = run(rule, [0.0, 1.0, 1.7, 2.0, 2.5])
+    decisions, infos = run(rule, [0.0, 1.0, 1.7, 2.2, 2.5])
     assert decisions == [False, False, True, True, False]
     # Step 2: the line through steps 0 and 1 gives 2 (error +0.3), the last output 1 (-0.7).
     assert infos[2]["extrapolate"]
-    # Step 3, the run's second reuse: the line gives 3 (+1.0, +1.3 summed) and the last output
-    # 1 (-1.0, -0.7 summed), the smaller sum; but the last output is two steps old here, and
+    # Step 3, the run's second reuse: the line gives 3 (+0.8, +1.1 summed) and the last output
+    # 1 (-1.2, -0.9 summed), the smaller sum; but the last output is two steps old here, and
     # a later reuse of a run extrapolates.
     assert infos[3]["extrapolate"]
+    # Its score is still the distance of the form the errors prefer, the last output's
+    # (1.2 x 5), not the extrapolation's (0.8 x 5).
+    assert float(infos[3]["score"]) == pytest.approx(6.0, rel=1e-4)

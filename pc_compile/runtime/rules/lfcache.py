@@ -102,6 +102,7 @@ class Measured:
     accumulated: torch.Tensor
     chosen: bool  # the form when the probe does not choose
     errors: tuple | None  # the accumulated errors after each form, when the probe chooses
+    later: bool = False  # a later reuse of its run: the last output is not an option
     extrapolated: bool = False  # the form concluded (set by ``conclude``)
 
 
@@ -117,7 +118,7 @@ class LFCacheState:
 
 
 def choose_form(error: torch.Tensor | None, spectrum: torch.Tensor, candidates: tuple,
-                weight: float, first: bool = True) -> tuple[torch.Tensor, tuple]:
+                weight: float) -> tuple[torch.Tensor, tuple]:
     """Which of two reuse forms to take: (extrapolated?, the accumulated error after each).
 
     ``candidates`` are the low-frequency spectra the two forms would return at this step, seen
@@ -125,16 +126,10 @@ def choose_form(error: torch.Tensor | None, spectrum: torch.Tensor, candidates: 
     probe predicts here; ``error`` is the weighted sum of the reused steps' errors so far (None:
     no reuse yet). The sampler integrates the prediction, so the errors of the reused steps add
     up in the latent; the form that keeps their sum smallest wins. ``weight`` is the step's
-    share of the integral (its step size).
-
-    Only the first reuse of a run (``first``) may take the last output; a later one
-    extrapolates. The last output lags the prediction by every step since it was computed,
-    and the lag the probe sees at low resolution understates what it costs the latent: a
-    second reuse that took it cost up to 10 dB at 20 steps (design measurement 26)."""
+    share of the integral (its step size). (LFCache takes the choice for the first reuse of a
+    run only: ``LFCache.conclude``.)"""
     after = tuple(weight * (c - spectrum) if error is None else error + weight * (c - spectrum)
                   for c in candidates)
-    if not first:
-        return torch.ones((), dtype=torch.bool, device=spectrum.device), after
     better = torch.linalg.vector_norm(after[0]) < torch.linalg.vector_norm(after[1])
     return better, after
 
@@ -181,8 +176,7 @@ class LFCache:
             if self.extrapolate and len(computed) == 2:
                 candidates = (extrapolate(computed, t), computed[-1][1])
                 weight = ctx.step_size or 1.0  # the next step's size is not known yet
-                better, errors = choose_form(state.error, spectrum, candidates, weight,
-                                             first=state.run == 0)
+                better, errors = choose_form(state.error, spectrum, candidates, weight)
                 gaps = [torch.linalg.vector_norm(c - spectrum) for c in candidates]
         finite = finite & torch.isfinite(metric)
         accumulated = (zero if state.accumulated is None else state.accumulated) + torch.where(
@@ -197,18 +191,27 @@ class LFCache:
             info = {"metric": metric, "lfd": step, "accumulated": accumulated,
                     "threshold": threshold}
             return Verdict(reuse=False, extrapolate=chosen, info=info, nonfinite=~finite)
-        state.measured = Measured(t, spectrum, zero, largest, accumulated, chosen, errors)
+        state.measured = Measured(t, spectrum, zero, largest, accumulated, chosen, errors,
+                                  later=state.run > 0)
         values = [reuse_ok, finite, step, metric, accumulated, threshold]
         return values if better is None else [*values, better, *gaps]
 
     def conclude(self, ctx: StepContext, state: LFCacheState, numbers: list) -> Verdict:
         m = state.measured
         reuse_ok, finite, step, metric, accumulated, threshold = numbers[:6]
-        chosen = bool(numbers[6]) if m.errors is not None else m.chosen
+        preferred = bool(numbers[6]) if m.errors is not None else m.chosen
+        # Only the first reuse of a run may take the last output; a later one extrapolates. The
+        # last output lags the prediction by every step since it was computed, and the lag the
+        # probe sees at low resolution understates what it costs the latent: a second reuse
+        # that took it cost up to 10 dB at 20 steps (design measurement 26).
+        chosen = preferred or (m.later and m.errors is not None)
         m.extrapolated = chosen
-        # The score: the probe's distance from the reuse it would take (the chosen form's),
-        # else this step's distance.
-        score = (numbers[7] if chosen else numbers[8]) if m.errors is not None else metric
+        # The score: the probe's distance from the form the errors prefer, else this step's
+        # distance. At a later reuse of a run that is still the last output's distance where
+        # they prefer it (how far the prediction moved since the computed step), not the
+        # extrapolation's taken instead: scored by that, base's placement moved its runs of two
+        # to the start of the schedule and lost 5 dB at 20 steps (design measurement 26).
+        score = (numbers[7] if preferred else numbers[8]) if m.errors is not None else metric
         info = {"metric": metric, "lfd": step, "accumulated": accumulated,
                 "threshold": threshold}
         return Verdict(reuse=bool(reuse_ok), extrapolate=chosen, info=info,
