@@ -102,7 +102,6 @@ class Measured:
     accumulated: torch.Tensor
     chosen: bool  # the form when the probe does not choose
     errors: tuple | None  # the accumulated errors after each form, when the probe chooses
-    later: bool = False  # a later reuse of its run: the last output is not an option
     extrapolated: bool = False  # the form concluded (set by ``conclude``)
 
 
@@ -191,8 +190,7 @@ class LFCache:
             info = {"metric": metric, "lfd": step, "accumulated": accumulated,
                     "threshold": threshold}
             return Verdict(reuse=False, extrapolate=chosen, info=info, nonfinite=~finite)
-        state.measured = Measured(t, spectrum, zero, largest, accumulated, chosen, errors,
-                                  later=state.run > 0)
+        state.measured = Measured(t, spectrum, zero, largest, accumulated, chosen, errors)
         values = [reuse_ok, finite, step, metric, accumulated, threshold]
         return values if better is None else [*values, better, *gaps]
 
@@ -204,7 +202,7 @@ class LFCache:
         # last output lags the prediction by every step since it was computed, and the lag the
         # probe sees at low resolution understates what it costs the latent: a second reuse
         # that took it cost up to 10 dB at 20 steps (design measurement 26).
-        chosen = preferred or (m.later and m.errors is not None)
+        chosen = preferred or (state.run > 0 and m.errors is not None)
         m.extrapolated = chosen
         # The score: the probe's distance from the form the errors prefer, else this step's
         # distance. At a later reuse of a run that is still the last output's distance where
