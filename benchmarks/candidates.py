@@ -33,10 +33,9 @@ from pathlib import Path
 
 import torch
 
-import pc_compile
 from pc_compile.config import config_from_options
 
-from . import metrics, models, sampling
+from . import metrics, models, ours, sampling
 from .peers.uniform import UniformSkip
 from .run import SETTINGS, prompts_for
 
@@ -93,12 +92,14 @@ def parse_args(argv=None):
     return args
 
 
-def trace_pattern(stats: dict) -> str:
-    """The deciding stream's steps as characters (module docstring)."""
-    stream = next(iter(stats["per_stream"].values()))
+def trace_pattern(trace: list[dict]) -> str:
+    """The deciding stream's steps as characters (module docstring), from a run's trace in the
+    benchmark's per-call format (``ours._trace``)."""
     chars = []
-    for entry in stream["trace"]:
-        if entry["computed"]:
+    for entry in trace:
+        if entry["branch"] != "cond":
+            continue
+        if not entry["skip"]:
             chars.append("#" if all(entry.get("blocks") or [True]) else "p")
         else:
             chars.append(TRACE_CHARS.get(entry.get("reuse"), "?"))
@@ -130,18 +131,16 @@ def run_setting(model, info, scheduler, steps, args, candidates) -> list[dict]:
             fractions.append(uniform.stats()["compute_fraction"])
         rows.append(_row("uniform+linear", budget, outputs, refs, fractions, []))
         for name, options in candidates.items():
-            torch._dynamo.reset()
-            opts = {"preset": "off", **options, "compute_budget": budget,
-                    "piece_compiler": "eager"}
-            compiled = torch.compile(model, backend=pc_compile.backend(**opts))
+            # The benchmark's own factory for our methods: a fresh compile, pieces eager.
+            method = ours._make("compute_budget", **{"preset": "off", **options})(
+                model, budget, None)
             outputs, fractions, patterns = [], [], []
             for label, seed in prompts:
-                if outputs:
-                    pc_compile.reset(compiled)
-                outputs.append(sampling.sample(sampling.plain(compiled), info, label, seed, **kw))
-                stats = pc_compile.stats(compiled, detail=True)
+                method.reset()
+                outputs.append(sampling.sample(method.fn, info, label, seed, **kw))
+                stats = method.stats()
                 fractions.append(stats["compute_fraction"])
-                patterns.append(trace_pattern(stats))
+                patterns.append(trace_pattern(stats["trace"]))
             rows.append(_row(name, budget, outputs, refs, fractions, patterns))
     for row in rows:
         row.update(model=info["name"], scheduler=scheduler, steps=steps)

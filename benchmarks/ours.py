@@ -38,6 +38,7 @@ def _trace(stats: dict) -> list[dict]:
                 "metric": entry.get("metric"),
                 "threshold": entry.get("threshold"),
                 "skip": not entry["computed"],
+                "reuse": entry.get("reuse"),
                 "blocks": entry.get("blocks"),
                 "block_metric": entry.get("block_metric"),
             })
